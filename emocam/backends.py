@@ -1,0 +1,21 @@
+"""Builds the configured detector and classifier."""
+
+from __future__ import annotations
+
+from emocam.classify import CLASSIFIERS, Classifier
+from emocam.config import Config
+from emocam.detect import DETECTORS, Detector
+from emocam.device import select_device
+from emocam.weights import WeightStore
+
+
+def build_detector(cfg: Config, name: str | None = None) -> Detector:
+    name = name or cfg.detector.name
+    cls = DETECTORS.get(name)
+    return cls(cfg.detector.options(name), select_device(cfg.runtime), WeightStore(cfg.models_dir))
+
+
+def build_classifier(cfg: Config, name: str | None = None) -> Classifier:
+    name = name or cfg.classifier.name
+    cls = CLASSIFIERS.get(name)
+    return cls(cfg.classifier.options(name), select_device(cfg.runtime), WeightStore(cfg.models_dir))

@@ -1,0 +1,59 @@
+"""The one entry point: `emocam <command>`. Each command lives in emocam/commands/<name>.py."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+
+from emocam import __version__
+from emocam.errors import EmoCamError
+
+# Order shown in --help. A command module defines register(subparsers) and run(args, cfg) -> int.
+COMMANDS = ["models", "analyze", "classify", "eval"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="config file (default: $EMOCAM_CONFIG or ./config.toml)")
+    common.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                        help="override a config key, e.g. --set runtime.device=cuda (repeatable)")
+    common.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+
+    parser = argparse.ArgumentParser(prog="emocam", description=__doc__, parents=[common])
+    parser.add_argument("--version", action="version", version=f"emocam {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"emocam.commands.{name}").register(sub, [common])
+    return parser
+
+
+def print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from emocam.config import load_config
+    from emocam.log import setup_logging
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        setup_logging(cfg.logging, args.verbose, args.quiet)
+        return int(args.func(args, cfg) or 0)
+    except EmoCamError as exc:
+        print(f"emocam: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emocam: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `emocam ... | head`
+        return 0

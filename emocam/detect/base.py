@@ -1,0 +1,36 @@
+"""What every face detector backend provides."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from emocam.types import Face
+from emocam.weights import WeightStore
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Detector:
+    """A backend file subclasses this, registers itself with @DETECTORS.register(name) and may declare Options."""
+
+    name: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+
+    def __init__(self, options: BaseModel, device: torch.device, weights: WeightStore):
+        self.options = options
+        self.device = device
+        self.weights = weights
+
+    def detect(self, image_bgr: np.ndarray) -> list[Face]:
+        """Faces in an HxWx3 uint8 BGR image, boxes in that image's pixels, best score first."""
+        raise NotImplementedError
+
+    @property
+    def weights_sha256(self) -> dict[str, str]:
+        return {}

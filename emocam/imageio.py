@@ -1,0 +1,41 @@
+"""Reading images from disk with errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emocam.errors import EmoCamError
+
+
+class UnreadableImage(EmoCamError):
+    pass
+
+
+def read_bgr(path: Path | str) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise UnreadableImage(f"{path}: no such file")
+    # imdecode over imread: handles non-ASCII paths and never prints libjpeg noise as a "success".
+    data = np.fromfile(path, dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise UnreadableImage(f"{path}: not a readable image (corrupt or unsupported format)")
+    return image
+
+
+def write_png(path: Path | str, image: np.ndarray) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise EmoCamError(f"could not encode {path} as PNG")
+    tmp = path.with_name(path.name + ".part")
+    try:
+        tmp.write_bytes(buf.tobytes())
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EmoCamError(f"could not write {path}: {exc.strerror}; free some disk space or pick another --out") from None

@@ -1,0 +1,21 @@
+"""Logging through loguru: to stderr (stdout carries JSON) and optionally to a file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from loguru import logger
+
+from emocam.config import LoggingConfig
+
+
+def setup_logging(cfg: LoggingConfig, verbose: int = 0, quiet: bool = False) -> None:
+    logger.remove()
+    level = "WARNING" if quiet else ("DEBUG" if verbose else cfg.level)
+    logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}", colorize=None)
+    if cfg.file:
+        cfg.file.parent.mkdir(parents=True, exist_ok=True)
+        logger.add(cfg.file, level="DEBUG", rotation="20 MB", retention=5, enqueue=True)
+    # Third-party loggers stay quiet; obsws-python logs its password at INFO.
+    logging.getLogger("obsws_python").setLevel(logging.CRITICAL)

@@ -1,0 +1,40 @@
+"""Shared fixtures. Real data comes from $EMOCAM_DATA (default ../shared/data); tests needing it skip without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path | None:
+    env = os.environ.get("EMOCAM_DATA")
+    path = Path(env) if env else ROOT.parent / "shared" / "data"
+    return path if path.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    root = data_root()
+    if root is None:
+        pytest.skip("shared evaluation data not found: set EMOCAM_DATA to the folder holding eval/ and reference/")
+    return root
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The pulled weights (`emocam models pull`, done by `make test`)."""
+    path = Path(os.environ.get("EMOCAM_MODELS", ROOT / "models"))
+    if not (path / "manifest.toml").is_file():
+        pytest.skip(f"no weights manifest in {path}: run `emocam models pull`")
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr():
+    import skimage.data
+
+    return skimage.data.astronaut()[:, :, ::-1].copy()
