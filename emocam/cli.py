@@ -11,22 +11,28 @@ from emocam import __version__
 from emocam.errors import EmoCamError
 
 # Order shown in --help. A command module defines register(subparsers) and run(args, cfg) -> int.
-COMMANDS = ["models", "analyze", "classify", "eval"]
+COMMANDS = ["run", "status", "devices", "bench", "service", "models", "analyze", "classify", "eval"]
+
+
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command. After it they must not reset what was given before it."""
+    d = (lambda value: argparse.SUPPRESS) if suppress else (lambda value: value)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=d(None),
+                        help="config file (default: $EMOCAM_CONFIG or ./config.toml)")
+    common.add_argument("--set", metavar="KEY=VALUE", action="append", default=d([]), dest="overrides",
+                        help="override a config key, e.g. --set runtime.device=cuda (repeatable)")
+    common.add_argument("-v", "--verbose", action="count", default=d(0), help="debug logging")
+    common.add_argument("-q", "--quiet", action="store_true", default=d(False), help="warnings and errors only")
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="config file (default: $EMOCAM_CONFIG or ./config.toml)")
-    common.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                        help="override a config key, e.g. --set runtime.device=cuda (repeatable)")
-    common.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
-    common.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-
-    parser = argparse.ArgumentParser(prog="emocam", description=__doc__, parents=[common])
+    parser = argparse.ArgumentParser(prog="emocam", description=__doc__, parents=[_common_options(False)])
     parser.add_argument("--version", action="version", version=f"emocam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"emocam.commands.{name}").register(sub, [common])
+        importlib.import_module(f"emocam.commands.{name}").register(sub, [_common_options(True)])
     return parser
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from emocam.errors import ConfigError
 
@@ -32,31 +32,46 @@ class LoggingConfig(Strict):
     file: Path | None = None
 
 
-class BackendSection(BaseModel):
-    """`name` picks the backend; a table named after a backend holds that backend's own options."""
+class BackendTables(BaseModel):
+    """A section whose tables named after backends hold those backends' own (strict) options."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
-    _registry: Any = None  # set by subclasses: the registry whose backends may own option tables
 
     @model_validator(mode="after")
-    def _check_backend_tables(self) -> "BackendSection":
+    def _check_backend_tables(self) -> "BackendTables":
         registry = self._registry_obj()
         for key, value in (self.model_extra or {}).items():
             cls = registry.get(key)  # ConfigError for an unknown backend names the key
+            if isinstance(value, BaseModel):
+                continue
             if not isinstance(value, dict):
                 raise ValueError(f"[{registry.kind}.{key}] must be a table of {key}'s options")
             self.model_extra[key] = cls.Options.model_validate(value)
-        registry.get(self.name)
+        for name in self._selected():
+            registry.get(name)
         return self
 
-    def options(self, name: str | None = None) -> BaseModel:
-        name = name or self.name
+    def options(self, name: str) -> BaseModel:
         opts = (self.model_extra or {}).get(name)
         return opts if opts is not None else self._registry_obj().get(name).Options()
 
+    def _selected(self) -> list[str]:
+        raise NotImplementedError
+
     def _registry_obj(self):
         raise NotImplementedError
+
+
+class BackendSection(BackendTables):
+    """`name` picks one backend."""
+
+    name: str
+
+    def options(self, name: str | None = None) -> BaseModel:
+        return super().options(name or self.name)
+
+    def _selected(self) -> list[str]:
+        return [self.name]
 
 
 class DetectorConfig(BackendSection):
@@ -80,17 +95,80 @@ class ClassifierConfig(BackendSection):
         return CLASSIFIERS
 
 
+class SourceConfig(BackendSection):
+    name: str = "camera"
+
+    def _registry_obj(self):
+        from emocam.sources import SOURCES
+
+        return SOURCES
+
+
+class SinksConfig(BackendTables):
+    enabled: list[str] = ["virtualcam"]
+    # "continue": a sink that fails (no v4l2loopback, disk full) is dropped and the others go on; "exit": stop.
+    on_error: Literal["continue", "exit"] = "continue"
+
+    def _selected(self) -> list[str]:
+        return self.enabled
+
+    def _registry_obj(self):
+        from emocam.sinks import SINKS
+
+        return SINKS
+
+
+class PipelineConfig(Strict):
+    # Run the detector on every n-th analysed frame; in between, faces are re-classified at their tracked boxes.
+    detect_interval: int = Field(1, ge=1)
+    # Tracking: IoU needed to keep an identity, how long a face missed by the detector stays, EMA weights.
+    track_iou: float = Field(0.3, gt=0, lt=1)
+    track_max_age_s: float = Field(0.5, ge=0)
+    smoothing: float = Field(0.3, gt=0, le=1)
+    box_smoothing: float = Field(0.6, gt=0, le=1)
+    # An analysis older than this is not drawn (the face may have moved away).
+    stale_after_s: float = Field(1.0, gt=0)
+
+
+class OutputConfig(Strict):
+    # Size of the published frames; unset: the source's size.
+    width: int | None = Field(None, ge=16)
+    height: int | None = Field(None, ge=16)
+    preset: str = "emotions"
+    presets_dir: Path = Path("overlays")
+
+
+class SessionConfig(Strict):
+    # Each run gets its own folder here (recordings, frame logs); never overwritten.
+    root: Path = Path("sessions")
+
+
+class DaemonConfig(Strict):
+    # Where the running daemon publishes its state for `emocam status`; unset: $XDG_RUNTIME_DIR or /tmp.
+    status_file: Path | None = None
+
+
 class Config(Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     logging: LoggingConfig = LoggingConfig()
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    pipeline: PipelineConfig = PipelineConfig()
+    output: OutputConfig = OutputConfig()
+    sinks: SinksConfig = Field(default_factory=SinksConfig)
+    session: SessionConfig = SessionConfig()
+    daemon: DaemonConfig = DaemonConfig()
     # Where the file came from; relative paths inside it resolve against its folder.
-    source: Path | None = Field(None, exclude=True)
+    _config_file: Path | None = PrivateAttr(None)
+
+    @property
+    def config_file(self) -> Path | None:
+        return self._config_file
 
     @property
     def base_dir(self) -> Path:
-        return self.source.parent if self.source else Path.cwd()
+        return self.config_file.parent if self.config_file else Path.cwd()
 
     def resolve(self, path: Path) -> Path:
         path = Path(os.path.expanduser(path))
@@ -162,5 +240,5 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
         raise ConfigError(_format_error(exc, where)) from None
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    cfg.source = path.resolve() if path else None
+    cfg._config_file = path.resolve() if path else None
     return cfg

@@ -14,7 +14,13 @@ class UnreadableImage(EmoCamError):
     pass
 
 
+BUILTIN_PREFIX = "skimage:"
+
+
 def read_bgr(path: Path | str) -> np.ndarray:
+    """An image file, or `skimage:NAME` for a sample picture that scikit-image ships (e.g. skimage:astronaut)."""
+    if str(path).startswith(BUILTIN_PREFIX):
+        return _builtin(str(path)[len(BUILTIN_PREFIX):])
     path = Path(path)
     if not path.is_file():
         raise UnreadableImage(f"{path}: no such file")
@@ -39,3 +45,15 @@ def write_png(path: Path | str, image: np.ndarray) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise EmoCamError(f"could not write {path}: {exc.strerror}; free some disk space or pick another --out") from None
+
+
+def _builtin(name: str) -> np.ndarray:
+    import skimage.data
+
+    loader = getattr(skimage.data, name, None)
+    if loader is None or not callable(loader):
+        raise UnreadableImage(f"skimage:{name}: scikit-image ships no sample image called {name!r}")
+    image = np.asarray(loader())
+    if image.ndim == 2:
+        return cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image[:, :, :3].astype(np.uint8), cv2.COLOR_RGB2BGR)

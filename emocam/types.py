@@ -45,3 +45,21 @@ class Face:
             out["label"] = self.label
             out["probabilities"] = {name: round(float(p), 6) for name, p in zip(EMOTIONS, self.probs)}
         return out
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything known about one analysed frame; the only thing the analysis and render stages share."""
+
+    frame_index: int
+    timestamp: float  # capture time, seconds (monotonic clock of the source)
+    size: tuple[int, int]  # (width, height) of the frame the boxes refer to
+    faces: tuple[Face, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "frame": self.frame_index,
+            "t": round(self.timestamp, 4),
+            "size": list(self.size),
+            "faces": [f.to_json() for f in self.faces],
+        }

@@ -1,0 +1,127 @@
+"""emocam bench: the real pipeline on a real video at camera pace, measured."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emocam.config import Config
+
+NULL_BACKEND = "emocam-null"
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("bench", parents=parents, help="measure the live pipeline on a video",
+                       description="Feeds a video, scaled to WIDTHxHEIGHT and paced at FPS like a camera, through "
+                                   "the real pipeline (default models, the chosen preset) into the real pyvirtualcam "
+                                   "Camera class with a null backend, and reports output fps, inference rate, "
+                                   "capture-to-publish latency, CPU and memory.")
+    p.add_argument("--source", required=True, type=Path, metavar="FILE", help="video file (looped)")
+    p.add_argument("--width", type=int, default=1920)
+    p.add_argument("--height", type=int, default=1080)
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--seconds", type=float, default=20.0, help="measured time, after --warmup")
+    p.add_argument("--warmup", type=float, default=3.0, help="seconds ignored at the start")
+    p.add_argument("--preset", default="emotions", help="overlay preset (default: %(default)s)")
+    p.add_argument("--record", action="store_true", help="also run the recorder (into a temporary session)")
+    p.add_argument("--mjpeg", action="store_true",
+                   help="JPEG-encode frames beforehand and decode them on capture, as a USB camera's MJPG costs")
+    p.add_argument("--json", action="store_true", help="print JSON to stdout")
+    p.set_defaults(func=run)
+
+
+class _NullCamera:
+    """A pyvirtualcam backend that accepts frames and drops them: the Camera class still does its real work."""
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self._fourcc, self._device = fourcc, device or "null"
+
+    def send(self, frame) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return self._device
+
+    def native_fourcc(self) -> int:
+        return self._fourcc
+
+
+def _register_null_backend() -> None:
+    import pyvirtualcam
+
+    if NULL_BACKEND not in pyvirtualcam.camera.BACKENDS:
+        pyvirtualcam.register_backend(NULL_BACKEND, _NullCamera)
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    import tempfile
+
+    from emocam.cli import print_json
+    from emocam.config import load_config
+    from emocam.daemon import build_pipeline
+    from emocam.errors import EmoCamError
+    from emocam.pipeline import RateMeter
+
+    if not args.source.is_file():
+        raise EmoCamError(f"--source {args.source}: no such video file")
+    _register_null_backend()
+    sinks = ["virtualcam"] + (["recorder"] if args.record else [])
+    overrides = args.overrides + [
+        "source.name=video", f"source.video.path={json.dumps(str(args.source.resolve()))}",
+        'source.video.pacing="realtime"', "source.video.loop=true", f"source.video.fps={args.fps}",
+        f"source.video.width={args.width}", f"source.video.height={args.height}",
+        f"source.video.mjpeg_emulation={'true' if args.mjpeg else 'false'}",
+        f'sinks.virtualcam.backend="{NULL_BACKEND}"', "sinks.enabled=[" + ", ".join(f'"{s}"' for s in sinks) + "]",
+        'sinks.on_error="exit"', f'output.preset="{args.preset}"',
+    ]
+    cfg = load_config(args.config, overrides)
+    with tempfile.TemporaryDirectory(prefix="emocam-bench-") as tmp:
+        pipeline = build_pipeline(cfg, session_dir=Path(tmp))
+        total = args.warmup + args.seconds
+        pipeline.latency = RateMeter(keep=int(total * args.fps * 2) + 100)
+        pipeline.start()
+        try:
+            time.sleep(args.warmup)
+            start_wall, start_cpu = time.monotonic(), _cpu_seconds()
+            out0, inf0, lat0 = pipeline.fps_out.count, pipeline.inference.count, len(pipeline.latency.values)
+            time.sleep(args.seconds)
+            wall, cpu = time.monotonic() - start_wall, _cpu_seconds() - start_cpu
+            out1, inf1 = pipeline.fps_out.count, pipeline.inference.count
+            latencies = np.array(list(pipeline.latency.values)[lat0:]) * 1000
+            status = pipeline.status()
+        finally:
+            pipeline.close()
+    result = {
+        "source": str(args.source), "width": args.width, "height": args.height, "fps": args.fps,
+        "preset": args.preset, "record": args.record, "mjpeg": args.mjpeg, "seconds": round(wall, 2),
+        "detector": cfg.detector.name, "classifier": cfg.classifier.name,
+        "output_fps": round((out1 - out0) / wall, 2),
+        "inference_hz": round((inf1 - inf0) / wall, 2),
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
+        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2) if latencies.size else None,
+        "cpu_percent": round(100 * cpu / wall, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "faces_last": status["faces"],
+        "frames_skipped_by_analysis": status["frames_skipped_by_analysis"],
+        "sinks": status["sinks"],
+    }
+    if args.json:
+        print_json(result)
+    else:
+        for key, value in result.items():
+            print(f"{key:28s} {value}")
+    return 0

@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+
+from emocam.cli import main
+from emocam.config import Config, load_config
+from emocam.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_equals_defaults():
+    cfg = load_config(ROOT / "config.toml")
+    assert cfg.model_dump() == Config().model_dump()
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path, "[runtime]\ndevise = 'cpu'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert "runtime.devise" in str(err.value) and str(path) in str(err.value) and "unknown key" in str(err.value)
+
+
+def test_unknown_section(tmp_path):
+    with pytest.raises(ConfigError, match="detektor: unknown key"):
+        load_config(write(tmp_path, "[detektor]\nname = 'mtcnn'\n"))
+
+
+def test_wrong_type_names_key(tmp_path):
+    with pytest.raises(ConfigError, match="runtime.torch_threads"):
+        load_config(write(tmp_path, "[runtime]\ntorch_threads = 'many'\n"))
+
+
+def test_unknown_backend_lists_available(tmp_path):
+    with pytest.raises(ConfigError, match="unknown detector 'yolo9000'; available: .*mtcnn"):
+        load_config(write(tmp_path, "[detector]\nname = 'yolo9000'\n"))
+
+
+def test_backend_option_table_is_strict(tmp_path):
+    with pytest.raises(ConfigError, match="min_face_sise"):
+        load_config(write(tmp_path, "[detector.mtcnn]\nmin_face_sise = 20\n"))
+
+
+def test_backend_options_are_typed(tmp_path):
+    cfg = load_config(write(tmp_path, "[detector.mtcnn]\nmin_face_size = 80\n"))
+    assert cfg.detector.options().min_face_size == 80
+    assert load_config(write(tmp_path, "")).detector.options().min_face_size == 40
+
+
+def test_bad_toml(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(write(tmp_path, "[runtime\n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_overrides(tmp_path):
+    cfg = load_config(write(tmp_path, ""), ["runtime.torch_threads=4", "logging.level=DEBUG"])
+    assert cfg.runtime.torch_threads == 4 and cfg.logging.level == "DEBUG"
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        load_config(write(tmp_path, ""), ["runtime.torch_threads"])
+
+
+def test_relative_paths_resolve_against_config_file(tmp_path):
+    cfg = load_config(write(tmp_path, "[runtime]\nmodels_dir = 'weights'\n"))
+    assert cfg.models_dir == (tmp_path / "weights").resolve()
+
+
+def test_cli_reports_config_error_as_one_line(tmp_path, capsys):
+    path = write(tmp_path, "[runtime]\ndevise = 'cpu'\n")
+    assert main(["--config", str(path), "models", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "runtime.devise: unknown key" in err and "Traceback" not in err
