@@ -101,6 +101,7 @@ class Pipeline:
         self.stale_after_s = stale_after_s
         self.sink_on_error = sink_on_error
         self.analysis_hooks: list[AnalysisHook] = []
+        self.reconnect_backoff: Callable[[], Backoff] = Backoff
 
         self.info: SourceInfo | None = None
         self.frames: Mailbox[Frame] = Mailbox()  # capture -> publish
@@ -115,6 +116,7 @@ class Pipeline:
         self._capture_done = threading.Event()
         self._threads: list[threading.Thread] = []
         self._failed_sinks: dict[str, str] = {}
+        self._publishing = threading.Lock()  # held while sinks write one frame
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -171,6 +173,23 @@ class Pipeline:
                 logger.error(f"{sink.name}: closing failed: {exc}")
         self.source.close()
 
+    def add_sink(self, sink: Sink) -> None:
+        """Open and attach a sink while running (e.g. start recording); SinkError if it cannot open."""
+        w, h = self.output_size
+        sink.open(SinkContext(w, h, self.info.fps if self.info else 30.0, self.session_dir))
+        self._failed_sinks.pop(sink.name, None)
+        self.sinks = self.sinks + [sink]  # swapped whole: the publish thread iterates over its own reference
+
+    def remove_sink(self, name: str) -> bool:
+        """Detach and close a running sink (e.g. stop recording: the file is finalised). False if none runs."""
+        sink = next((s for s in self.sinks if s.name == name), None)
+        if sink is None:
+            return False
+        self.sinks = [s for s in self.sinks if s is not sink]
+        with self._publishing:  # never close a sink in the middle of its write()
+            sink.close()
+        return True
+
     @property
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -209,7 +228,7 @@ class Pipeline:
         """Publish 'lost' frames at the source's rate while reopening with backoff; returns when it is back."""
         self.source_state = "lost"
         self.source.close()
-        backoff = Backoff()
+        backoff = self.reconnect_backoff()
         fps = self.info.fps if self.info and self.info.fps > 0 else 30.0
         retry_at = time.monotonic() + backoff.next_delay()
         next_frame = time.monotonic()
@@ -293,11 +312,12 @@ class Pipeline:
                         annotator.annotate(scene, analysis, info)
             out = OutputFrame(scene, frame.index, frame.timestamp, None if analysis is empty else analysis,
                               preset.name)
-            for sink in list(self.sinks):
-                try:
-                    sink.write(out)
-                except SinkError as exc:
-                    self._sink_failed(sink, exc)
+            with self._publishing:
+                for sink in self.sinks:
+                    try:
+                        sink.write(out)
+                    except SinkError as exc:
+                        self._sink_failed(sink, exc)
             now = time.monotonic()
             self.fps_out.tick(now)
             self.latency.tick(now, now - frame.timestamp)
@@ -310,7 +330,7 @@ class Pipeline:
 
     def _sink_failed(self, sink: Sink, exc: SinkError) -> None:
         self._failed_sinks[sink.name] = str(exc)
-        self.sinks.remove(sink)
+        self.sinks = [s for s in self.sinks if s is not sink]
         try:
             sink.close()
         except Exception:

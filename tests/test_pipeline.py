@@ -1,0 +1,224 @@
+"""The live pipeline end to end: demo source -> real models -> overlays -> real pyvirtualcam Camera + recorder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+import vcam_backend
+from emocam.config import load_config
+from emocam.control import Control, ControlState
+from emocam.daemon import build_pipeline
+from emocam.pipeline import Backoff, Pipeline
+from emocam.presets import load_presets
+from emocam.render.colors import face_color
+from emocam.sinks import Sink
+from emocam.sinks.recorder import read_frame_log
+from emocam.sources import SourceLost, SourceUnavailable
+from emocam.sources.demo import DemoOptions, DemoSource, demo_face_box
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Collector(Sink):
+    """Keeps every OutputFrame, to look at pixels and at the analysis each one was drawn with."""
+
+    name = "collector"
+
+    def open(self, ctx):
+        self.ctx = ctx
+        self.frames = []
+
+    def write(self, frame):
+        self.frames.append(frame)
+
+
+def demo_config(tmp_path, frames=45, extra=()):
+    return load_config(ROOT / "config.toml", [
+        "source.name=demo", f"source.demo.frames={frames}", "sinks.enabled=[\"virtualcam\", \"recorder\"]",
+        f"sinks.virtualcam.backend=\"{vcam_backend.NAME}\"", f"session.root=\"{tmp_path / 'sessions'}\"",
+        'sinks.on_error="exit"', *extra])
+
+
+def run_to_end(pipeline: Pipeline, timeout: float = 30) -> None:
+    pipeline.start()
+    assert pipeline.wait(timeout), "pipeline did not finish"
+    pipeline.close()
+
+
+@pytest.fixture
+def demo_run(tmp_path, models_dir):
+    vcam_backend.reset()
+    cfg = demo_config(tmp_path)
+    pipeline = build_pipeline(cfg)
+    collector = Collector()
+    pipeline.sinks.append(collector)
+    run_to_end(pipeline)
+    return pipeline, collector
+
+
+def test_virtual_camera_gets_every_frame_at_camera_pace(demo_run):
+    pipeline, collector = demo_run
+    sent = vcam_backend.SENT
+    # Publishing costs far less than a frame interval, so no frame of the 30 fps source is skipped.
+    assert len(sent) == len(collector.frames) == pipeline.fps_out.count
+    assert len(sent) >= 43
+    assert {(s.width, s.height, s.fmt) for s in sent} == {(1280, 720, "BGR")}
+    gaps = np.diff([s.arrived for s in sent])
+    assert 0.028 < float(np.median(gaps)) < 0.040
+    # What the camera received is what was rendered, pixel for pixel.
+    np.testing.assert_array_equal(sent[-1].image(), collector.frames[-1].image)
+
+
+def test_overlays_are_drawn_where_the_face_is(demo_run):
+    _, collector = demo_run
+    drawn = [f for f in collector.frames if f.analysis is not None and f.analysis.faces]
+    assert len(drawn) >= 0.8 * len(collector.frames)
+    for out in drawn[::10]:
+        face = out.analysis.faces[0]
+        truth = demo_face_box(out.analysis.frame_index, 1280, 720)
+        # The analysed box is the demo's face...
+        ix = np.clip(np.minimum(face.box[2:], truth[2:]) - np.maximum(face.box[:2], truth[:2]), 0, None).prod()
+        union = np.prod(face.box[2:] - face.box[:2]) + np.prod(truth[2:] - truth[:2]) - ix
+        assert ix / union > 0.6
+        # ...and the rectangle is drawn on it, in the colour of the predicted emotion.
+        x1, y1, x2, y2 = face.box.round().astype(int)
+        top_edge = out.image[y1, x1 + 5:x2 - 5].astype(int)
+        colour = np.array(face_color(face))
+        assert np.mean(np.abs(top_edge - colour).sum(axis=1) < 60) > 0.8
+        # A probability bar panel sits beside the face: darker than the raw frame there.
+        assert out.image[y1 + 5:y1 + 20, x2 + 20:x2 + 60].mean() < 120
+
+
+def test_recording_decodes_to_the_frames_written_and_log_matches(demo_run):
+    pipeline, collector = demo_run
+    session = pipeline.session_dir
+    with av.open(str(session / "session.mp4")) as container:
+        decoded = [f for f in container.decode(video=0)]
+    log = read_frame_log(session / "frames.jsonl")
+    recorder = next(s for s in [*pipeline.sinks] if s.name == "recorder")
+    written = recorder.status()["frames_written"]
+    assert len(decoded) == len(log) == written
+    assert written >= len(collector.frames) - 2
+    assert (decoded[0].width, decoded[0].height) == (1280, 720)
+    assert [r["source_frame"] for r in log] == sorted(r["source_frame"] for r in log)
+    with_faces = [r for r in log if r["analysis"] and r["analysis"]["faces"]]
+    assert len(with_faces) >= 0.8 * len(log)
+    assert with_faces[-1]["analysis"]["faces"][0]["label"] == "happy"
+    assert {r["preset"] for r in log} == {"emotions"}
+
+
+class FlakySource(DemoSource):
+    """The demo, unplugged after 15 frames; two reopen attempts fail, then it is back."""
+
+    name = "flaky"
+
+    def __init__(self):
+        super().__init__(DemoOptions(frames=None))
+        self.reads = 0
+        self.failures_left = 2
+        self.opens = 0
+
+    def open(self):
+        self.opens += 1
+        if self.opens > 1 and self.failures_left:
+            self.failures_left -= 1
+            raise SourceUnavailable("still unplugged")
+        return super().open()
+
+    def read(self):
+        self.reads += 1
+        if self.reads == 15:
+            raise SourceLost("device vanished")
+        return super().read()
+
+
+def test_camera_lost_keeps_publishing_and_recovers(tmp_path):
+    vcam_backend.reset()
+    source = FlakySource()
+    collector = Collector()
+    pipeline = Pipeline(source, None, [collector], load_presets(ROOT / "overlays"), ControlState(Control("clean")),
+                        tmp_path)
+    pipeline.reconnect_backoff = lambda: Backoff(first_s=0.1, max_s=0.2)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if source.opens >= 4 and len(collector.frames) > 40:
+                break
+            time.sleep(0.05)
+    finally:
+        pipeline.close()
+    frames = collector.frames
+    flags = [bool(f.image.mean() < 60) for f in frames]  # 'lost' frames are the last picture darkened
+    first_lost = flags.index(True)
+    assert 13 <= first_lost <= 16
+    back = flags.index(False, first_lost)
+    assert back > first_lost + 2, "lost frames were published while reconnecting"
+    assert source.opens == 4 and pipeline.source_state == "running"
+    assert len(frames) - back > 5, "capture resumed"
+    indices = [f.index for f in frames]
+    assert indices == sorted(set(indices)), "frame numbers keep increasing across the reconnect"
+
+
+def run_cli(tmp_path, *args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", EMOCAM_MODELS=str(ROOT / "models"))
+    return subprocess.Popen([sys.executable, "-m", "emocam", "--config", str(ROOT / "config.toml"),
+                             "--set", f"session.root=\"{tmp_path / 'sessions'}\"",
+                             "--set", f"daemon.status_file=\"{tmp_path / 'status.json'}\"", *args],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_sigterm_stops_cleanly_and_leaves_a_playable_recording(tmp_path, models_dir):
+    proc = run_cli(tmp_path, "run", "--source", "demo", "--no-vcam", "--record")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            status = tmp_path / "status.json"
+            if status.exists() and json.loads(status.read_text()).get("frames_out", 0) > 45:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("daemon did not start publishing")
+        status_out = subprocess.run([sys.executable, "-m", "emocam", "--set",
+                                     f"daemon.status_file=\"{tmp_path / 'status.json'}\"", "status", "--json"],
+                                    cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        doc = json.loads(status_out.stdout)
+        assert status_out.returncode == 0 and doc["state"] == "running"
+        assert doc["source"]["name"] == "demo" and doc["preset"] == "emotions"
+        assert doc["sinks"]["recorder"]["state"] == "running"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    (session,) = (tmp_path / "sessions").iterdir()
+    with av.open(str(session / "session.mp4")) as container:
+        n = sum(1 for _ in container.decode(video=0))
+    assert n == len(read_frame_log(session / "frames.jsonl")) and n > 45
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "stopped"
+
+
+@pytest.mark.parametrize("video", ["pyfeat_single_face.mp4", "fer_test.mp4"])
+def test_shared_videos_are_recorded_with_tracked_faces(tmp_path, data_dir, models_dir, video):
+    proc = run_cli(tmp_path, "run", "--source", str(data_dir / "eval" / "videos" / video), "--no-vcam", "--record",
+                   )
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    (session,) = (tmp_path / "sessions").iterdir()
+    log = read_frame_log(session / "frames.jsonl")
+    assert len(log) > 30
+    tracked = [r for r in log if r["analysis"] and any("track_id" in f for f in r["analysis"]["faces"])]
+    assert len(tracked) > 0.5 * len(log)
+    ids = {f["track_id"] for r in tracked for f in r["analysis"]["faces"]}
+    assert len(ids) <= 3, f"one person should keep (nearly) one identity, got {ids}"
