@@ -1,0 +1,314 @@
+"""emocam eval classifier|detector: accuracy of the emotion classifier, AP@0.5 of the face detector."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from loguru import logger
+
+from emocam.config import Config
+from emocam.errors import EmoCamError
+from emocam.imageio import UnreadableImage, read_bgr
+from emocam.progress import progress
+from emocam.types import EMOTIONS
+
+MAX_LISTED = 20  # unreadable files named in the JSON; the count is always complete
+
+CLASSIFIER_HELP = """\
+Classify face crops listed in a CSV with a header `file,label` (e.g. eval/emotion/labels.csv) and compare
+with the labels. Files are relative to the CSV's folder or to images/ beside it; a label is one of
+  {emotions}.
+Prints n, accuracy, macro-F1 (mean over the classes that occur or are predicted), per-class
+precision/recall/F1/support and the confusion matrix (rows true class, columns predicted class).
+images/s counts classifier time only (reading files excluded). Unreadable files are counted and skipped.
+
+--filter-prefix keeps the rows whose file (as written in the CSV, or its file name) starts with the prefix:
+the FER2013 PublicTest part of eval/emotion is --filter-prefix fer2013_PublicTest_ (the published
+mini-XCEPTION accuracy, ~0.65, is on that split). It works with any CSV, unlike a dataset column."""
+
+DETECTOR_HELP = """\
+Detect faces in the images of a CSV with a header `file,x1,y1,x2,y2` (pixels, e.g. eval/boxes/boxes.csv)
+and report AP at IoU 0.5 (PASCAL VOC all-point interpolation, detections of all images ranked by score),
+recall and precision at all detections, counts, images/s (detector time only) and recall by face width.
+
+Matching, per image, best score first: a detection takes the unmatched face it overlaps most if IoU >= 0.5
+(true positive); otherwise, if it overlaps an --ignore box with IoU >= 0.5 it counts neither way; otherwise
+it is a false positive (so is a second detection of one face). --min-size PX turns faces narrower than PX
+into ignore boxes.
+
+Images: those named in --boxes and --ignore, plus every file of --images (default: images.csv beside
+--boxes, when there is one). An image with no face row is evaluated too: whatever is found there is a
+false positive. Unreadable images are counted and left out, their faces with them."""
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("eval", parents=parents, help="measure the classifier or the detector on labelled data",
+                       description="Measure the emotion classifier (accuracy, macro-F1, confusion) or the face "
+                                   "detector (AP@0.5, recall) on labelled data.")
+    kinds = p.add_subparsers(dest="eval_kind", metavar="WHAT", required=True)
+
+    c = kinds.add_parser("classifier", parents=parents, help="accuracy and confusion matrix on labelled face crops",
+                         description=CLASSIFIER_HELP.format(emotions=", ".join(EMOTIONS)),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--labels", type=Path, required=True, metavar="CSV", help="CSV with columns file,label")
+    c.add_argument("--classifier", help="classifier backend (default: classifier.name from config)")
+    c.add_argument("--filter-prefix", metavar="P", help="only rows whose file starts with P (see above)")
+    c.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows (after --filter-prefix)")
+    c.add_argument("--plot", type=Path, metavar="PNG", help="draw the confusion matrix into this PNG")
+    c.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+
+    d = kinds.add_parser("detector", parents=parents, help="AP@0.5 and recall on images with face boxes",
+                         description=DETECTOR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("--boxes", type=Path, required=True, metavar="CSV", help="CSV with columns file,x1,y1,x2,y2")
+    d.add_argument("--ignore", type=Path, metavar="CSV", help="boxes (same columns) whose detections count neither way")
+    d.add_argument("--images", type=Path, metavar="CSV",
+                   help="CSV with a file column listing every image, faces or not (default: images.csv beside --boxes)")
+    d.add_argument("--min-size", type=float, default=0.0, metavar="PX", help="faces narrower than PX count as ignore")
+    d.add_argument("--max-side", type=int, default=0, metavar="PX",
+                   help="detect on a copy downscaled to at most PX on the longer side, as the live path does with "
+                        "detector.max_side (default: full resolution)")
+    d.add_argument("--detector", help="detector backend (default: detector.name from config)")
+    d.add_argument("--limit", type=_positive, metavar="N", help="only the first N images")
+    d.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    return run_classifier(args, cfg) if args.eval_kind == "classifier" else run_detector(args, cfg)
+
+
+# --- classifier ---------------------------------------------------------------------------------------------------
+
+def run_classifier(args: argparse.Namespace, cfg: Config) -> int:
+    from emocam.backends import build_classifier
+    from emocam.cli import print_json
+    from emocam.evaluate.classification import classification_metrics
+
+    rows = _read_csv(args.labels, ("file", "label"))
+    if args.filter_prefix:
+        rows = [(line, r) for line, r in rows
+                if r["file"].startswith(args.filter_prefix) or Path(r["file"]).name.startswith(args.filter_prefix)]
+    rows = rows[: args.limit]
+    if not rows:
+        raise EmoCamError(f"{args.labels}: no rows to evaluate" +
+                          (f" whose file starts with {args.filter_prefix!r}" if args.filter_prefix else ""))
+    truth = [_label_index(args.labels, line, r["label"]) for line, r in rows]
+
+    classifier = build_classifier(cfg, args.classifier)
+    batch_size = cfg.classifier.batch_size
+    y_true: list[int] = []
+    y_pred: list[int] = []
+    unreadable: list[str] = []
+    pending: list[tuple[int, np.ndarray]] = []
+    model_s = 0.0
+    start = time.perf_counter()
+
+    def flush() -> None:
+        nonlocal model_s
+        t = time.perf_counter()
+        probs = classifier.predict_crops([crop for _, crop in pending])
+        model_s += time.perf_counter() - t
+        y_true.extend(label for label, _ in pending)
+        y_pred.extend(int(i) for i in np.argmax(probs, axis=1))
+        pending.clear()
+
+    base = args.labels.parent
+    for (_, row), label in progress(list(zip(rows, truth)), desc="eval classifier"):
+        try:
+            pending.append((label, read_bgr(_resolve(base, row["file"]))))
+        except UnreadableImage as exc:
+            _note_unreadable(unreadable, row["file"], exc)
+            continue
+        if len(pending) >= batch_size:
+            flush()
+    if pending:
+        flush()
+
+    metrics = classification_metrics(y_true, y_pred)
+    report = {
+        "classifier": classifier.name,
+        "labels": str(args.labels),
+        "filter_prefix": args.filter_prefix,
+        **metrics.to_json(),
+        "unreadable": len(unreadable),
+        "unreadable_files": unreadable[:MAX_LISTED],
+        "images_per_s": round(metrics.n / model_s, 1) if model_s > 0 else None,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if args.plot and metrics.n:
+        from emocam.evaluate.plots import plot_confusion
+
+        title = f"{classifier.name}: accuracy {metrics.accuracy:.3f}, macro-F1 {metrics.macro_f1:.3f}, n={metrics.n}"
+        report["plot"] = str(plot_confusion(metrics.confusion, metrics.labels, args.plot, title))
+    if args.json:
+        print_json(report)
+    else:
+        print(_classifier_table(report))
+    return 0 if metrics.n else 1
+
+
+def _label_index(path: Path, line: int, label: str) -> int:
+    try:
+        return EMOTIONS.index((label or "").strip().lower())
+    except ValueError:
+        raise EmoCamError(f"{path}:{line}: unknown label {label!r}; expected one of {', '.join(EMOTIONS)}") from None
+
+
+def _classifier_table(r: dict) -> str:
+    rate = f", {r['images_per_s']} images/s" if r["images_per_s"] else ""
+    lines = [f"{r['classifier']} on {r['labels']}: {r['n']} images ({r['unreadable']} unreadable){rate}",
+             f"accuracy {_fmt(r['accuracy'])}   macro-F1 {_fmt(r['macro_f1'])}", "",
+             f"{'class':<10}{'precision':>10}{'recall':>8}{'f1':>8}{'support':>9}"]
+    for name, c in r["per_class"].items():
+        lines.append(f"{name:<10}{_fmt(c['precision']):>10}{_fmt(c['recall']):>8}{_fmt(c['f1']):>8}{c['support']:>9}")
+    labels = r["confusion"]["labels"]
+    lines += ["", "confusion (rows true, columns predicted)", " " * 10 + "".join(f"{n[:8]:>9}" for n in labels)]
+    for name, row in zip(labels, r["confusion"]["matrix"]):
+        lines.append(f"{name:<10}" + "".join(f"{v:>9}" for v in row))
+    if r.get("plot"):
+        lines += ["", f"plot: {r['plot']}"]
+    return "\n".join(lines)
+
+
+# --- detector -----------------------------------------------------------------------------------------------------
+
+def run_detector(args: argparse.Namespace, cfg: Config) -> int:
+    from emocam.backends import build_detector
+    from emocam.cli import print_json
+    from emocam.evaluate.detection import IOU_THRESHOLD, ImageDetections, evaluate_detections
+
+    faces = _read_boxes(args.boxes)
+    ignore = _read_boxes(args.ignore) if args.ignore else {}
+    images_csv = args.images or (args.boxes.parent / "images.csv")
+    listed = [r["file"] for _, r in _read_csv(images_csv, ("file",))] if args.images or images_csv.is_file() else []
+    files = list(dict.fromkeys([*listed, *faces, *ignore]))[: args.limit]
+    if not files:
+        raise EmoCamError(f"{args.boxes}: no images to evaluate")
+
+    detector = build_detector(cfg, args.detector)
+    empty = np.zeros((0, 4))
+    evaluated: list[ImageDetections] = []
+    unreadable: list[str] = []
+    model_s = 0.0
+    start = time.perf_counter()
+    for name in progress(files, desc="eval detector"):
+        try:
+            image = read_bgr(_resolve(args.boxes.parent, name))
+        except UnreadableImage as exc:
+            _note_unreadable(unreadable, name, exc)
+            continue
+        t = time.perf_counter()
+        boxes, scores = _detect(detector, image, args.max_side)
+        model_s += time.perf_counter() - t
+        evaluated.append(ImageDetections(faces.get(name, empty), ignore.get(name, empty), boxes, scores))
+
+    metrics = evaluate_detections(evaluated, IOU_THRESHOLD, min_size=args.min_size)
+    report = {
+        "detector": detector.name,
+        "boxes": str(args.boxes),
+        "ignore": None if args.ignore is None else str(args.ignore),
+        "images_csv": str(images_csv) if listed else None,
+        "min_size": args.min_size,
+        "max_side": args.max_side or None,
+        "iou_threshold": IOU_THRESHOLD,
+        "images": len(evaluated),
+        "unreadable": len(unreadable),
+        "unreadable_files": unreadable[:MAX_LISTED],
+        **metrics.to_json(),
+        "images_per_s": round(len(evaluated) / model_s, 2) if model_s > 0 else None,
+        "seconds": round(time.perf_counter() - start, 2),
+    }
+    if args.json:
+        print_json(report)
+    else:
+        print(_detector_table(report))
+    return 0 if evaluated else 1
+
+
+def _detect(detector, image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (in the image's pixels) and scores; with max_side, found on a downscaled copy as the live path does."""
+    h, w = image.shape[:2]
+    k = min(1.0, max_side / max(h, w)) if max_side else 1.0
+    if k < 1.0:
+        image = cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_LINEAR)
+    found = detector.detect(image)
+    boxes = np.array([f.box for f in found], dtype=np.float64).reshape(-1, 4) / k
+    return boxes, np.array([f.score for f in found], dtype=np.float64)
+
+
+def _read_boxes(path: Path) -> dict[str, np.ndarray]:
+    by_file: dict[str, list[list[float]]] = {}
+    for line, row in _read_csv(path, ("file", "x1", "y1", "x2", "y2")):
+        try:
+            box = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+        except (TypeError, ValueError):
+            raise EmoCamError(f"{path}:{line}: x1,y1,x2,y2 must be numbers") from None
+        by_file.setdefault(row["file"], []).append(box)
+    return {name: np.array(boxes, dtype=np.float64) for name, boxes in by_file.items()}
+
+
+def _detector_table(r: dict) -> str:
+    rate = f", {r['images_per_s']} images/s" if r["images_per_s"] else ""
+    settings = [f"min-size {r['min_size']:g}px" if r["min_size"] else "all faces",
+                f"max-side {r['max_side']}px" if r["max_side"] else "full resolution"]
+    lines = [f"{r['detector']} on {r['boxes']} ({', '.join(settings)}): "
+             f"{r['images']} images ({r['unreadable']} unreadable){rate}",
+             f"AP@{r['iou_threshold']:g} {_fmt(r['ap50'])}   recall {_fmt(r['recall'])}   "
+             f"precision {_fmt(r['precision'])}",
+             f"faces {r['n_gt']}   ignore boxes {r['n_ignore']}   detections {r['detections']} "
+             f"(true {r['true_positives']}, false {r['false_positives']}, ignored {r['ignored_detections']})",
+             "", f"{'face width':<12}{'faces':>7}{'found':>7}{'recall':>8}"]
+    for b in r["by_size"]:
+        lines.append(f"{b['width'] + ' px':<12}{b['n_gt']:>7}{b['found']:>7}{_fmt(b['recall']):>8}")
+    return "\n".join(lines)
+
+
+# --- shared -------------------------------------------------------------------------------------------------------
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """Rows with their line numbers (for messages); a missing file or column is the user's to fix."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in columns if c not in (reader.fieldnames or [])]
+            if missing:
+                raise EmoCamError(f"{path}: no column {', '.join(missing)}; the first line must name the columns "
+                                  f"({','.join(columns)})")
+            return [(reader.line_num, row) for row in reader if row.get("file")]
+    except FileNotFoundError:
+        raise EmoCamError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise EmoCamError(f"{path}: cannot read as CSV: {exc}") from None
+
+
+def _resolve(base: Path, name: str) -> Path:
+    """A file named in a CSV: relative to the CSV's folder, else to images/ beside it."""
+    path = base / name
+    if path.is_file():
+        return path
+    beside = base / "images" / name
+    return beside if beside.is_file() else path
+
+
+def _note_unreadable(unreadable: list[str], name: str, exc: Exception) -> None:
+    unreadable.append(name)
+    if len(unreadable) <= 5:
+        logger.warning(str(exc))
+    elif len(unreadable) == 6:
+        logger.warning("more unreadable files; the report counts them all")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"

@@ -1,0 +1,216 @@
+"""`emocam eval classifier|detector` end to end: with stand-in backends on made-up data, and with the real models."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from emocam.classify import CLASSIFIERS, Classifier
+from emocam.cli import main
+from emocam.detect import DETECTORS, Detector
+from emocam.types import EMOTIONS, Face
+
+
+class BlobDetector(Detector):
+    """Finds bright rectangles on black; the score is the brightness, so a test sets the ranking."""
+
+    name = "test-blobs"
+
+    def detect(self, image_bgr):
+        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        contours, _ = cv2.findContours((gray > 100).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        faces = []
+        for c in contours:
+            x, y, w, h = cv2.boundingRect(c)
+            faces.append(Face(np.array([x, y, x + w, y + h], np.float32), float(gray[y, x]) / 255))
+        return sorted(faces, key=lambda f: -f.score)
+
+
+class GrayClassifier(Classifier):
+    """Class k for a crop whose mean gray level lies in [32k, 32k + 32)."""
+
+    name = "test-gray"
+
+    def predict_crops(self, crops_bgr):
+        probs = np.zeros((len(crops_bgr), 7), np.float32)
+        for i, crop in enumerate(crops_bgr):
+            probs[i, min(int(crop.mean()) // 32, 6)] = 1.0
+        return probs
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    monkeypatch.setitem(DETECTORS._items, BlobDetector.name, BlobDetector)
+    monkeypatch.setitem(CLASSIFIERS._items, GrayClassifier.name, GrayClassifier)
+    return ["--set", f"detector.name={BlobDetector.name}", "--set", f"classifier.name={GrayClassifier.name}"]
+
+
+def run_json(capsys, argv):
+    code = main(argv + ["--json"])
+    captured = capsys.readouterr()
+    assert code in (0, 1), captured.err
+    return code, json.loads(captured.out)
+
+
+def write_csv(path, header, rows):
+    path.write_text("\n".join([header, *(",".join(map(str, r)) for r in rows)]) + "\n")
+
+
+# --- classifier --------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def crops(tmp_path):
+    (tmp_path / "images").mkdir()
+    rows = []
+    for k, name in enumerate(EMOTIONS):  # one crop per class, labelled right, in images/
+        cv2.imwrite(str(tmp_path / "images" / f"set1_{k}.png"), np.full((48, 48), 32 * k + 10, np.uint8))
+        rows.append((f"set1_{k}.png", name))
+    # Next to the CSV, looks happy, labelled sad: wrong. Then a missing file and a corrupt one.
+    cv2.imwrite(str(tmp_path / "set2_happy.png"), np.full((48, 48), 32 * 3 + 10, np.uint8))
+    (tmp_path / "set2_corrupt.jpg").write_bytes(b"not a jpeg")
+    rows += [("set2_happy.png", "sad"), ("set2_missing.png", "angry"), ("set2_corrupt.jpg", "fear")]
+    write_csv(tmp_path / "labels.csv", "file,label", rows)
+    return tmp_path / "labels.csv"
+
+
+def test_classifier_json(capsys, stand_ins, crops, tmp_path):
+    code, r = run_json(capsys, ["eval", "classifier", "--labels", str(crops), "--plot", str(tmp_path / "cm.png"),
+                                *stand_ins])
+    assert code == 0
+    assert r["classifier"] == "test-gray"
+    # 8 readable crops, 7 right: accuracy 7/8. sad: 2 true, one predicted (right); happy: 1 true, predicted twice.
+    assert (r["n"], r["unreadable"], r["accuracy"]) == (8, 2, 0.875)
+    assert sorted(r["unreadable_files"]) == ["set2_corrupt.jpg", "set2_missing.png"]
+    assert r["per_class"]["sad"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}
+    assert r["per_class"]["happy"] == {"precision": 0.5, "recall": 1.0, "f1": 0.6667, "support": 1}
+    # macro-F1: five classes at 1, happy and sad at 2/3 -> (5 + 4/3) / 7.
+    assert r["macro_f1"] == pytest.approx((5 + 4 / 3) / 7, abs=1e-4)
+    assert r["confusion"]["labels"] == list(EMOTIONS)
+    assert r["confusion"]["matrix"][4][3] == 1 and sum(map(sum, r["confusion"]["matrix"])) == 8
+    assert r["images_per_s"] > 0
+    assert cv2.imread(r["plot"]) is not None
+
+
+def test_classifier_filter_limit_and_table(capsys, stand_ins, crops):
+    code, r = run_json(capsys, ["eval", "classifier", "--labels", str(crops), "--filter-prefix", "set2_", *stand_ins])
+    assert (r["n"], r["unreadable"], r["accuracy"]) == (1, 2, 0.0)
+    code, r = run_json(capsys, ["eval", "classifier", "--labels", str(crops), "--limit", "3", *stand_ins])
+    assert (r["n"], r["accuracy"]) == (3, 1.0)
+
+    assert main(["eval", "classifier", "--labels", str(crops), *stand_ins]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy 0.875" in text and "confusion (rows true, columns predicted)" in text
+
+
+def test_classifier_bad_input_is_one_line_error(capsys, stand_ins, tmp_path):
+    write_csv(tmp_path / "bad.csv", "file,label", [("a.png", "bored")])
+    assert main(["eval", "classifier", "--labels", str(tmp_path / "bad.csv"), *stand_ins]) == 2
+    assert "bad.csv:2: unknown label 'bored'" in capsys.readouterr().err
+    write_csv(tmp_path / "cols.csv", "path,emotion", [("a.png", "sad")])
+    assert main(["eval", "classifier", "--labels", str(tmp_path / "cols.csv"), *stand_ins]) == 2
+    assert "no column file, label" in capsys.readouterr().err
+    assert main(["eval", "classifier", "--labels", str(tmp_path / "none.csv"), *stand_ins]) == 2
+    assert main(["eval", "classifier", "--labels", str(tmp_path / "bad.csv"), "--filter-prefix", "x", *stand_ins]) == 2
+    assert "no rows to evaluate" in capsys.readouterr().err
+
+
+# --- detector ----------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def scenes(tmp_path):
+    (tmp_path / "images").mkdir()
+
+    def scene(name, blobs):
+        img = np.zeros((240, 320, 3), np.uint8)
+        for (x1, y1, x2, y2), value in blobs:
+            img[y1:y2, x1:x2] = value
+        cv2.imwrite(str(tmp_path / "images" / name), img)
+
+    scene("a.png", [((10, 10, 60, 60), 250)])  # face found (score .98); a 30 px face beside it is missed
+    scene("b.png", [((10, 10, 90, 90), 200), ((200, 200, 210, 210), 240)])  # face found (.78); blob on ignore (.94)
+    scene("c.png", [((50, 50, 80, 80), 220)])  # no faces: a false positive (.86)
+    (tmp_path / "images" / "d.png").write_bytes(b"corrupt")  # its face is left out with it
+    write_csv(tmp_path / "boxes.csv", "file,x1,y1,x2,y2",
+              [("a.png", 10, 10, 60, 60), ("a.png", 100, 10, 130, 40), ("b.png", 10, 10, 90, 90),
+               ("d.png", 0, 0, 50, 50)])
+    write_csv(tmp_path / "ignore.csv", "file,x1,y1,x2,y2", [("b.png", 200, 200, 210, 210)])
+    write_csv(tmp_path / "images.csv", "file,width,height", [(f"{n}.png", 320, 240) for n in "abcd"])
+    return tmp_path
+
+
+def test_detector_json(capsys, stand_ins, scenes):
+    # The CSVs name files without images/; they resolve to images/ beside the CSV.
+    argv = ["eval", "detector", "--boxes", str(scenes / "boxes.csv"), "--ignore", str(scenes / "ignore.csv"),
+            "--images", str(scenes / "images.csv"), *stand_ins]
+    code, r = run_json(capsys, argv)
+    assert code == 0
+    # Ranked without the ignored blob: TP .98, FP .86, TP .78 over 3 faces.
+    # recall 1/3 1/3 2/3, precision 1 1/2 2/3 -> envelope 1, 2/3, 2/3 -> AP = 1/3 + 1/3 * 2/3 = 5/9.
+    assert r["ap50"] == pytest.approx(5 / 9, abs=1e-4)
+    assert (r["images"], r["unreadable"], r["unreadable_files"]) == (3, 1, ["d.png"])
+    assert (r["n_gt"], r["n_ignore"], r["detections"]) == (3, 1, 4)
+    assert (r["true_positives"], r["false_positives"], r["ignored_detections"]) == (2, 1, 1)
+    assert r["recall"] == pytest.approx(2 / 3, abs=1e-4)
+    by_size = {b["width"]: (b["n_gt"], b["found"]) for b in r["by_size"]}
+    assert by_size == {"<10": (0, 0), "10-20": (0, 0), "20-40": (1, 0), "40-80": (1, 1), ">=80": (1, 1)}
+
+    # --min-size 40: the missed 30 px face becomes ignore. recall 1/2 1/2 1, precision 1 1/2 2/3
+    # -> AP = 1/2 + 1/2 * 2/3 = 5/6.
+    code, r = run_json(capsys, argv + ["--min-size", "40"])
+    assert r["ap50"] == pytest.approx(5 / 6, abs=1e-4) and (r["n_gt"], r["n_ignore"]) == (2, 2)
+
+
+def test_detector_finds_images_csv_beside_boxes_and_limits(capsys, stand_ins, scenes):
+    boxes = str(scenes / "boxes.csv")
+    write_csv(scenes / "images.csv", "file", [(f"images/{n}.png",) for n in "cba"])
+    write_csv(scenes / "boxes.csv", "file,x1,y1,x2,y2", [("images/b.png", 10, 10, 90, 90)])
+    code, r = run_json(capsys, ["eval", "detector", "--boxes", boxes, *stand_ins])
+    # c (FP .86), a (FP .98, its face is not in this CSV), b (face .78, blob .94 FP without --ignore).
+    # Ranked: FP .98, FP .94, FP .86, TP .78 -> AP = 1 * 1/4.
+    assert r["images_csv"] == str(scenes / "images.csv")
+    assert (r["images"], r["n_gt"], r["ap50"]) == (3, 1, 0.25)
+    code, r = run_json(capsys, ["eval", "detector", "--boxes", boxes, "--limit", "1", *stand_ins])
+    assert (r["images"], r["n_gt"], r["ap50"], r["false_positives"]) == (1, 0, None, 1)
+
+    assert main(["eval", "detector", "--boxes", boxes, *stand_ins]) == 0
+    assert "AP@0.5 0.250" in capsys.readouterr().out
+
+
+def test_detector_max_side_maps_boxes_back(capsys, stand_ins, scenes):
+    write_csv(scenes / "boxes.csv", "file,x1,y1,x2,y2", [("b.png", 10, 10, 90, 90)])
+    write_csv(scenes / "images.csv", "file", [("b.png",)])
+    code, r = run_json(capsys, ["eval", "detector", "--boxes", str(scenes / "boxes.csv"), "--ignore",
+                                str(scenes / "ignore.csv"), "--max-side", "160", *stand_ins])
+    assert (r["max_side"], r["true_positives"], r["ap50"]) == (160, 1, 1.0)
+
+
+# --- the real models ---------------------------------------------------------------------------------------------
+
+@pytest.mark.data
+@pytest.mark.weights
+def test_mini_xception_on_fer2013_public_test(capsys, data_dir, models_dir, monkeypatch):
+    monkeypatch.setenv("EMOCAM_MODELS", str(models_dir))
+    code, r = run_json(capsys, ["eval", "classifier", "--labels", str(data_dir / "eval/emotion/labels.csv"),
+                                "--filter-prefix", "fer2013_PublicTest_", "--limit", "64",
+                                "--classifier", "mini-xception"])
+    assert code == 0 and r["classifier"] == "mini-xception"
+    assert (r["n"], r["unreadable"]) == (64, 0)
+    # Published ~0.66 on the whole split; 64 images leave a standard error of ~0.06.
+    assert r["accuracy"] > 0.4
+    assert set(r["per_class"]) == set(EMOTIONS) and len(r["confusion"]["matrix"]) == 7
+
+
+@pytest.mark.data
+@pytest.mark.weights
+def test_mtcnn_on_boxes(capsys, data_dir, models_dir, monkeypatch):
+    monkeypatch.setenv("EMOCAM_MODELS", str(models_dir))
+    boxes = data_dir / "eval/boxes"
+    # The first 4 images of images.csv are dlib's examples: 18 faces 37-45 px wide, clearly visible.
+    code, r = run_json(capsys, ["eval", "detector", "--boxes", str(boxes / "boxes.csv"), "--ignore",
+                                str(boxes / "boxes_ignore.csv"), "--limit", "4", "--detector", "mtcnn"])
+    assert code == 0 and r["detector"] == "mtcnn"
+    assert (r["images"], r["unreadable"], r["n_gt"]) == (4, 0, 18)
+    assert r["ap50"] > 0.8 and r["recall"] > 0.8
