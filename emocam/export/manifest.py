@@ -1,0 +1,150 @@
+"""The manifest of an export session: manifest.jsonl (the record) and manifest.csv (the same rows, flat).
+
+A row is appended only after its PNG (and HOG row) is complete on disk, and flushed at once. After a kill the
+JSONL may end in a torn line and the CSV may lag one row; `repair_session` fixes both.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from emocam.types import EMOTIONS
+
+JSONL = "manifest.jsonl"
+CSV = "manifest.csv"
+
+CSV_COLUMNS = (
+    ["file", "aligned_file", "session", "source_session", "episode", "frame", "t", "time", "track",
+     "box_x1", "box_y1", "box_x2", "box_y2", "crop_x1", "crop_y1", "crop_x2", "crop_y2", "score", "label"]
+    + [f"p_{name}" for name in EMOTIONS]
+    + ["landmarks", "detector", "detector_weights", "classifier", "classifier_weights", "hog_file", "hog_index"]
+)
+
+
+def csv_record(row: dict) -> list:
+    """One JSONL row flattened into CSV_COLUMNS order (lists as JSON, weight hashes as name=sha;...)."""
+    flat = dict(row)
+    for key in ("box", "crop"):
+        for corner, value in zip(("x1", "y1", "x2", "y2"), row[key]):
+            flat[f"{key}_{corner}"] = value
+    for name in EMOTIONS:
+        flat[f"p_{name}"] = row["probabilities"][name]
+    flat["landmarks"] = "" if row["landmarks"] is None else json.dumps(row["landmarks"], separators=(",", ":"))
+    for key in ("detector_weights", "classifier_weights"):
+        flat[key] = ";".join(f"{k}={v}" for k, v in sorted(row[key].items()))
+    flat["aligned_file"] = row["aligned_file"] or ""
+    return [flat[c] for c in CSV_COLUMNS]
+
+
+def _csv_line(values: list) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(values)
+    return out.getvalue()
+
+
+class ManifestWriter:
+    """Appends rows to both files of one session; only the exporter's writer thread calls it."""
+
+    def __init__(self, session_dir: Path):
+        self.jsonl_path = session_dir / JSONL
+        self.csv_path = session_dir / CSV
+        new_csv = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
+        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        self._csv = open(self.csv_path, "a", encoding="utf-8", newline="")
+        if new_csv:
+            self._csv.write(_csv_line(CSV_COLUMNS))
+            self._csv.flush()
+
+    def write(self, row: dict) -> None:
+        self._jsonl.write(json.dumps(row, separators=(",", ":")) + "\n")
+        self._jsonl.flush()
+        self._csv.write(_csv_line(csv_record(row)))
+        self._csv.flush()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._csv.close()
+
+
+def read_manifest(session_dir: Path) -> list[dict]:
+    """The complete rows of a session's manifest.jsonl (a torn last line, from a kill, is left out)."""
+    path = Path(session_dir) / JSONL
+    if not path.is_file():
+        return []
+    rows, _ = _parse(path.read_bytes(), path)
+    return rows
+
+
+def _parse(data: bytes, path: Path) -> tuple[list[dict], int]:
+    """Rows and the byte length of the complete lines."""
+    end = data.rfind(b"\n") + 1
+    rows = []
+    for number, line in enumerate(data[:end].splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            raise ValueError(f"{path}: line {number} is not JSON") from None
+    return rows, end
+
+
+def repair_session(session_dir: Path) -> dict:
+    """Bring a session a killed exporter left behind back to "every row has its file and every file its row":
+    drop a torn manifest line, delete *.part files and patches no row names, trim HOG rows no row uses, and
+    rewrite manifest.csv from manifest.jsonl. Only for sessions no exporter has open and nobody reviewed yet."""
+    from emocam.export.hog import read_shape, truncate_rows
+
+    session_dir = Path(session_dir)
+    done = {"torn_lines": 0, "part_files": 0, "orphan_patches": 0, "hog_rows_trimmed": 0}
+    jsonl = session_dir / JSONL
+    rows: list[dict] = []
+    if jsonl.exists():
+        data = jsonl.read_bytes()
+        rows, end = _parse(data, jsonl)
+        if end < len(data):
+            done["torn_lines"] = 1
+            with open(jsonl, "r+b") as f:
+                f.truncate(end)
+    named = {Path(r["file"]).name for r in rows} | {Path(r["aligned_file"]).name for r in rows if r["aligned_file"]}
+    for path in sorted(session_dir.rglob("*")):
+        if path.name.endswith(".part"):
+            path.unlink()
+            done["part_files"] += 1
+        elif path.suffix == ".png" and path.name not in named:
+            path.unlink()
+            done["orphan_patches"] += 1
+    used: dict[str, int] = {}
+    for r in rows:
+        used[r["hog_file"]] = max(used.get(r["hog_file"], 0), int(r["hog_index"]) + 1)
+    for path in sorted((session_dir / "hog").glob("*.npy")) if (session_dir / "hog").is_dir() else []:
+        keep = used.get(f"hog/{path.name}", 0)
+        try:
+            count = read_shape(path)[0]
+        except (ValueError, OSError, SyntaxError):
+            count = -1  # killed before its first header: nothing in it is referenced
+        if keep == 0:
+            path.unlink()
+            done["hog_rows_trimmed"] += max(count, 0)
+        elif count != keep or path.stat().st_size != _npy_size(path, keep):
+            done["hog_rows_trimmed"] += max(0, count - keep)
+            truncate_rows(path, keep)
+    _rewrite_csv(session_dir, rows)
+    return done
+
+
+def _npy_size(path: Path, rows: int) -> int:
+    from emocam.export.hog import DTYPE, HEADER_LEN, read_shape
+
+    return HEADER_LEN + rows * read_shape(path)[1] * DTYPE.itemsize
+
+
+def _rewrite_csv(session_dir: Path, rows: list[dict]) -> None:
+    tmp = session_dir / (CSV + ".part")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(_csv_line(CSV_COLUMNS))
+        for row in rows:
+            f.write(_csv_line(csv_record(row)))
+    os.replace(tmp, session_dir / CSV)
