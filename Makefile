@@ -21,8 +21,11 @@ $(INSTALLED): pyproject.toml
 weights: $(INSTALLED)
 	$(PY) -m emocam models pull
 
+# The live daemon on the built-in demo source (no camera needed) for a few seconds: an annotated recording and
+# its per-frame log land in out/demo/sessions/<time>/; plus one annotated picture.
 demo: weights
 	$(PY) -m emocam analyze skimage:astronaut --out out/demo
+	$(PY) -m emocam run --source demo --no-vcam --record --preset analysis --seconds 8 --set session.root=out/demo/sessions
 
 test: weights
 	$(PY) -m pytest -q

@@ -11,7 +11,8 @@ from emocam import __version__
 from emocam.errors import EmoCamError
 
 # Order shown in --help. A command module defines register(subparsers) and run(args, cfg) -> int.
-COMMANDS = ["run", "status", "devices", "bench", "service", "models", "analyze", "classify", "eval"]
+COMMANDS = ["run", "status", "devices", "bench", "service", "models", "analyze", "classify", "eval", "obs", "ctl",
+            "dataset", "report", "explain"]
 
 
 def _common_options(suppress: bool) -> argparse.ArgumentParser:
@@ -28,7 +29,10 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emocam", description=__doc__, parents=[_common_options(False)])
+    parser = argparse.ArgumentParser(
+        prog="emocam", parents=[_common_options(False)],
+        description="EmoCam: faces, emotions and what the model looks at, live as a virtual webcam or offline.",
+        epilog="`emocam COMMAND --help` tells more; the quick start is `make demo`.")
     parser.add_argument("--version", action="version", version=f"emocam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:

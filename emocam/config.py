@@ -10,6 +10,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from emocam.errors import ConfigError
+from emocam.explain.options import ExplainConfig
+from emocam.export.options import ExportConfig
+from emocam.obs.config import ObsConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -159,6 +162,9 @@ class Config(Strict):
     sinks: SinksConfig = Field(default_factory=SinksConfig)
     session: SessionConfig = SessionConfig()
     daemon: DaemonConfig = DaemonConfig()
+    obs: ObsConfig = ObsConfig()
+    export: ExportConfig = ExportConfig()
+    explain: ExplainConfig = ExplainConfig()
     # Where the file came from; relative paths inside it resolve against its folder.
     _config_file: Path | None = PrivateAttr(None)
 

@@ -8,12 +8,15 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from loguru import logger
 
 from emocam.config import Config, load_config
 from emocam.control import Control, ControlState
 from emocam.errors import ConfigError, EmoCamError
+from emocam.export.exporter import attach_exporter
+from emocam.obs.integration import ObsIntegration
 from emocam.pipeline import Pipeline
 from emocam.presets import load_presets
 from emocam.session import new_session_dir
@@ -69,9 +72,13 @@ def build_pipeline(cfg: Config, *, analyze: bool = True, session_dir: Path | Non
     presets = load_presets(cfg.resolve(cfg.output.presets_dir))
     if cfg.output.preset not in presets:
         raise ConfigError(f"output.preset {cfg.output.preset!r} is not one of the presets: {', '.join(presets)}")
-    analyzer = None
+    analyzer = explainer = None
     if analyze:
         analyzer = FrameAnalyzer(build_detector(cfg), build_classifier(cfg), cfg.detector.max_side)
+        if cfg.explain.enabled:
+            from emocam.explain.explainer import Explainer
+
+            explainer = Explainer(analyzer.classifier, cfg.explain)
     p = cfg.pipeline
     size = (cfg.output.width, cfg.output.height) if cfg.output.width and cfg.output.height else None
     return Pipeline(
@@ -79,7 +86,7 @@ def build_pipeline(cfg: Config, *, analyze: bool = True, session_dir: Path | Non
         session_dir or new_session_dir(cfg.resolve(cfg.session.root)), output_size=size,
         detect_interval=p.detect_interval, tracker=Tracker(p.track_iou, p.track_max_age_s, p.smoothing,
                                                            p.box_smoothing),
-        stale_after_s=p.stale_after_s, sink_on_error=cfg.sinks.on_error)
+        stale_after_s=p.stale_after_s, sink_on_error=cfg.sinks.on_error, explainer=explainer)
 
 
 class StatusWriter:
@@ -87,6 +94,7 @@ class StatusWriter:
 
     def __init__(self, pipeline: Pipeline, path: Path, period_s: float = 0.25):
         self.pipeline, self.path, self.period_s = pipeline, path, period_s
+        self.sections: dict[str, Callable[[], dict]] = {}  # more top-level keys, e.g. "obs"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="emocam-status", daemon=True)
 
@@ -96,6 +104,7 @@ class StatusWriter:
 
     def write(self, state: str = "running") -> None:
         doc = {"pid": os.getpid(), "state": state, "updated": time.time(), **self.pipeline.status()}
+        doc.update((name, section()) for name, section in self.sections.items())
         tmp = self.path.with_name(self.path.name + f".{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(doc, indent=1))
@@ -129,13 +138,19 @@ def run_daemon(cfg: Config, *, seconds: float | None = None, config_path: Path |
                overrides: list[str] | None = None) -> int:
     """Run until the source ends, `seconds` pass, or SIGINT/SIGTERM; SIGHUP reloads config and presets."""
     pipeline = build_pipeline(cfg)
+    obs = ObsIntegration(pipeline, cfg)  # checks [obs] against the presets before anything opens
     try:
         pipeline.start()
     except SinkError as exc:
         raise EmoCamError(str(exc)) from None
     logger.info(f"session folder: {pipeline.session_dir}")
+    exporter = attach_exporter(pipeline, cfg)  # follows Control.exporting; None without an analyser
     status = StatusWriter(pipeline, status_file(cfg))
+    status.sections["obs"] = obs.status
+    if exporter is not None:
+        status.sections["export"] = exporter.summary
     status.start()
+    obs.start()  # OBS scenes and commands on its own thread; the recorder follows Control.recording
     stop = threading.Event()
     reload_requested = threading.Event()
 
@@ -158,7 +173,10 @@ def run_daemon(cfg: Config, *, seconds: float | None = None, config_path: Path |
                 cfg = _reload(pipeline, cfg, config_path, overrides)
             stop.wait(0.1)
     finally:
+        obs.stop()  # first: no command may start the recorder while the pipeline closes
         pipeline.close()
+        if exporter is not None:  # after the analysis thread ended: writes what is queued
+            exporter.close()
         status.stop()
         for sig, handler in old.items():
             signal.signal(sig, handler)
@@ -188,7 +206,7 @@ def _reload(pipeline: Pipeline, old: Config, config_path: Path | None, overrides
     pipeline.detect_interval, pipeline.stale_after_s = p.detect_interval, p.stale_after_s
     t = pipeline.tracker
     t.iou_threshold, t.max_age_s, t.alpha, t.box_alpha = p.track_iou, p.track_max_age_s, p.smoothing, p.box_smoothing
-    restart = [k for k in ("source", "detector", "classifier", "sinks", "runtime")
+    restart = [k for k in ("source", "detector", "classifier", "sinks", "runtime", "obs", "explain")
                if getattr(cfg, k).model_dump() != getattr(old, k).model_dump()]
     if restart:
         logger.warning(f"SIGHUP: changes to [{'], ['.join(restart)}] take effect after a restart")

@@ -13,9 +13,11 @@ from emocam.config import LoggingConfig
 def setup_logging(cfg: LoggingConfig, verbose: int = 0, quiet: bool = False) -> None:
     logger.remove()
     level = "WARNING" if quiet else ("DEBUG" if verbose else cfg.level)
-    logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}", colorize=None)
+    # diagnose=False: loguru would print variable values in tracebacks, and those can hold secrets.
+    logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}", colorize=None,
+               diagnose=False)
     if cfg.file:
         cfg.file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(cfg.file, level="DEBUG", rotation="20 MB", retention=5, enqueue=True)
+        logger.add(cfg.file, level="DEBUG", rotation="20 MB", retention=5, enqueue=True, diagnose=False)
     # Third-party loggers stay quiet; obsws-python logs its password at INFO.
     logging.getLogger("obsws_python").setLevel(logging.CRITICAL)

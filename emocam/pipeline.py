@@ -88,7 +88,8 @@ class Pipeline:
     def __init__(self, source: Source, analyzer: FrameAnalyzer | None, sinks: list[Sink],
                  presets: dict[str, Preset], control: ControlState, session_dir, *,
                  output_size: tuple[int, int] | None = None, detect_interval: int = 1,
-                 tracker: Tracker | None = None, stale_after_s: float = 1.0, sink_on_error: str = "continue"):
+                 tracker: Tracker | None = None, stale_after_s: float = 1.0, sink_on_error: str = "continue",
+                 explainer=None):
         self.source = source
         self.analyzer = analyzer
         self.sinks = list(sinks)
@@ -98,6 +99,8 @@ class Pipeline:
         self.output_size = output_size
         self.detect_interval = detect_interval
         self.tracker = tracker or Tracker()
+        # emocam.explain.Explainer: classifies AND maps each face in one forward pass; None: classify only.
+        self.explainer = explainer
         self.stale_after_s = stale_after_s
         self.sink_on_error = sink_on_error
         self.analysis_hooks: list[AnalysisHook] = []
@@ -186,8 +189,9 @@ class Pipeline:
         if sink is None:
             return False
         self.sinks = [s for s in self.sinks if s is not sink]
-        with self._publishing:  # never close a sink in the middle of its write()
-            sink.close()
+        with self._publishing:  # wait out a write() in progress; later frames no longer see the sink
+            pass
+        sink.close()  # outside the lock: finalising a recording must not pause the video
         return True
 
     @property
@@ -285,8 +289,10 @@ class Pipeline:
         else:
             faces = [replace(f, probs=None, track_id=None) for f in tracked]
         if faces:
-            faces = analyzer.classifier.classify(image, faces)
+            faces = (self.explainer or analyzer.classifier).classify(image, faces)
         faces = self.tracker.update(faces, frame.timestamp)
+        if self.explainer is not None:
+            faces = self.explainer.smooth(faces)  # per track id, so after the tracker
         h, w = image.shape[:2]
         return Analysis(frame.index, frame.timestamp, (w, h), tuple(faces))
 

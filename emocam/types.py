@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,8 @@ class Face:
     probs: np.ndarray | None = None  # (7,) float32 in EMOTIONS order
     track_id: int | None = None
     extra: dict = field(default_factory=dict, compare=False)
+    # emocam.explain.FaceMaps: per-layer maps of this face and their statistics (to_json() goes to the log)
+    explanation: Any = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str | None:
@@ -44,6 +47,8 @@ class Face:
         if self.probs is not None:
             out["label"] = self.label
             out["probabilities"] = {name: round(float(p), 6) for name, p in zip(EMOTIONS, self.probs)}
+        if self.explanation is not None:
+            out["explain"] = self.explanation.to_json()
         return out
 
 

@@ -165,7 +165,8 @@ def test_recall_by_face_width():
 
 def test_json_shape():
     js = evaluate_detections([image(gt=[A], dets=[(A, 0.9)])]).to_json()
-    assert js["ap50"] == 1.0 and js["by_size"][0] == {"width": "<10", "n_gt": 0, "found": 0, "recall": None}
+    assert js["ap50"] == 1.0 and js["by_size"][0] == {"width": "<10", "n_gt": 0, "found": 0, "recall": None,
+                                                         "ap50": None}
 
 
 # --- against an independent VOC implementation ---------------------------------------------------------------------

@@ -421,3 +421,18 @@ def test_preview_with_unreachable_display_fails_without_killing_us(tmp_path, mon
     monkeypatch.setenv("DISPLAY", ":87")
     with pytest.raises(SinkError, match="cannot open a window on :87"):
         PreviewSink(PreviewSink.Options(scale=0.5)).open(context(tmp_path))
+
+
+@needs_av
+def test_second_recording_in_a_session_never_overwrites_the_first(tmp_path):
+    ctx = context(tmp_path)
+    for n in (6, 4):  # record stop, then record start again (OBS `record` commands)
+        rec = RecorderSink()
+        rec.open(ctx)
+        for i in range(n):
+            rec.write(out_frame(i))
+        rec.close()
+    assert len(decode(ctx.session_dir / "session.mp4")) == 6
+    assert len(decode(ctx.session_dir / "session-2.mp4")) == 4
+    assert len(read_frame_log(ctx.session_dir / "frames.jsonl")) == 6
+    assert len(read_frame_log(ctx.session_dir / "frames-2.jsonl")) == 4

@@ -35,6 +35,12 @@ class Classifier:
     def crop(self, frame_bgr: np.ndarray, face: Face) -> np.ndarray:
         raise NotImplementedError
 
+    def crop_window(self, face: Face, frame_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(x1, y1, x2, y2) in frame pixels that crop() shows the model (may reach outside the frame): where the
+        model's input, and so every explain map, lies in the frame. This default suits a crop of the box itself."""
+        x1, y1, x2, y2 = (int(round(float(v))) for v in face.box)
+        return x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)
+
     def preprocess(self, crops_bgr: list[np.ndarray]) -> torch.Tensor:
         raise NotImplementedError
 

@@ -19,6 +19,8 @@ def register(sub, parents) -> None:
     p.add_argument("--preview", action="store_true", help="show a preview window")
     p.add_argument("--preset", help="overlay preset to start with (overlays/*.toml)")
     p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--export", action="store_true",
+                   help="export labelled face patches from the start (see [export] in config.toml)")
     p.set_defaults(func=run)
 
 
@@ -37,6 +39,8 @@ def daemon_overrides(args: argparse.Namespace, cfg: Config) -> list[str]:
             sinks.append(name)
     if sinks != cfg.sinks.enabled:
         extra.append("sinks.enabled=[" + ", ".join(f'"{s}"' for s in sinks) + "]")
+    if args.export:
+        extra.append("export.enabled=true")
     if args.preset:
         extra.append(f'output.preset="{args.preset}"')
     return extra

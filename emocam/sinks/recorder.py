@@ -145,13 +145,24 @@ class RecorderSink(Sink):
             width, height = width - width % 2, height - height % 2
         self.size = (width, height)
         writer_cls = WRITERS[opts.codec]
-        ctx.session_dir.mkdir(parents=True, exist_ok=True)
-        self.video_path = ctx.session_dir / f"session{writer_cls.suffix}"
-        self.log_path = ctx.session_dir / LOG_NAME
         try:
+            ctx.session_dir.mkdir(parents=True, exist_ok=True)
+            # A second recording in the same session (record stop, then start) gets the next free number.
+            self._log, n = None, 1
+            while self._log is None:
+                suffix = "" if n == 1 else f"-{n}"
+                self.log_path = ctx.session_dir / f"{Path(LOG_NAME).stem}{suffix}{Path(LOG_NAME).suffix}"
+                self.video_path = ctx.session_dir / f"session{suffix}{writer_cls.suffix}"
+                try:
+                    if not self.video_path.is_file():  # an earlier recording of this session
+                        self._log = open(self.log_path, "x", encoding="utf-8")
+                except FileExistsError:
+                    pass
+                n += 1
             self._writer = writer_cls(self.video_path, width, height, ctx.fps, opts.crf, opts.threads)
-            self._log = open(self.log_path, "w", encoding="utf-8")
         except OSError as e:
+            if self._log is not None:
+                self._log.close()
             if self._writer is not None:
                 self._writer.close()
             raise SinkError(f"cannot record into {ctx.session_dir}: {e}") from None
