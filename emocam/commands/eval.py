@@ -34,7 +34,8 @@ mini-XCEPTION accuracy, ~0.65, is on that split). It works with any CSV, unlike 
 DETECTOR_HELP = """\
 Detect faces in the images of a CSV with a header `file,x1,y1,x2,y2` (pixels, e.g. eval/boxes/boxes.csv)
 and report AP at IoU 0.5 (PASCAL VOC all-point interpolation, detections of all images ranked by score),
-recall and precision at all detections, counts, images/s (detector time only) and recall by face width.
+recall and precision at all detections, counts, images/s (detector time only) and recall and AP by face width
+(a width bin's AP ignores faces of other widths, and detections of other widths that find none of its faces).
 
 Matching, per image, best score first: a detection takes the unmatched face it overlaps most if IoU >= 0.5
 (true positive); otherwise, if it overlaps an --ignore box with IoU >= 0.5 it counts neither way; otherwise
@@ -73,6 +74,9 @@ def register(sub, parents) -> None:
                    help="detect on a copy downscaled to at most PX on the longer side, as the live path does with "
                         "detector.max_side (default: full resolution)")
     d.add_argument("--detector", help="detector backend (default: detector.name from config)")
+    d.add_argument("--weights", metavar="FILE",
+                   help="weights file for a detector with a `weights` option (e.g. yolov7-tiny), instead of the "
+                        "configured one")
     d.add_argument("--limit", type=_positive, metavar="N", help="only the first N images")
     d.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=run)
@@ -178,7 +182,6 @@ def _classifier_table(r: dict) -> str:
 # --- detector -----------------------------------------------------------------------------------------------------
 
 def run_detector(args: argparse.Namespace, cfg: Config) -> int:
-    from emocam.backends import build_detector
     from emocam.cli import print_json
     from emocam.evaluate.detection import IOU_THRESHOLD, ImageDetections, evaluate_detections
 
@@ -190,7 +193,7 @@ def run_detector(args: argparse.Namespace, cfg: Config) -> int:
     if not files:
         raise EmoCamError(f"{args.boxes}: no images to evaluate")
 
-    detector = build_detector(cfg, args.detector)
+    detector = _build_detector(cfg, args.detector, args.weights)
     empty = np.zeros((0, 4))
     evaluated: list[ImageDetections] = []
     unreadable: list[str] = []
@@ -230,6 +233,23 @@ def run_detector(args: argparse.Namespace, cfg: Config) -> int:
     return 0 if evaluated else 1
 
 
+def _build_detector(cfg: Config, name: str | None, weights: str | None):
+    from emocam.backends import build_detector
+
+    if weights is None:
+        return build_detector(cfg, name)
+    from emocam.detect import DETECTORS
+    from emocam.device import select_device
+    from emocam.weights import WeightStore
+
+    name = name or cfg.detector.name
+    options = cfg.detector.options(name)
+    if "weights" not in type(options).model_fields:
+        raise EmoCamError(f"--weights: detector {name!r} has no weights option")
+    options = options.model_copy(update={"weights": weights})
+    return DETECTORS.get(name)(options, select_device(cfg.runtime), WeightStore(cfg.models_dir))
+
+
 def _detect(detector, image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes (in the image's pixels) and scores; with max_side, found on a downscaled copy as the live path does."""
     h, w = image.shape[:2]
@@ -262,9 +282,10 @@ def _detector_table(r: dict) -> str:
              f"precision {_fmt(r['precision'])}",
              f"faces {r['n_gt']}   ignore boxes {r['n_ignore']}   detections {r['detections']} "
              f"(true {r['true_positives']}, false {r['false_positives']}, ignored {r['ignored_detections']})",
-             "", f"{'face width':<12}{'faces':>7}{'found':>7}{'recall':>8}"]
+             "", f"{'face width':<12}{'faces':>7}{'found':>7}{'recall':>8}{'AP@0.5':>8}"]
     for b in r["by_size"]:
-        lines.append(f"{b['width'] + ' px':<12}{b['n_gt']:>7}{b['found']:>7}{_fmt(b['recall']):>8}")
+        lines.append(f"{b['width'] + ' px':<12}{b['n_gt']:>7}{b['found']:>7}{_fmt(b['recall']):>8}"
+                     f"{_fmt(b['ap50']):>8}")
     return "\n".join(lines)
 
 

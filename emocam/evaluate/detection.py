@@ -43,6 +43,9 @@ class SizeBin:
     high: float  # math.inf for the last bin
     n_gt: int
     found: int
+    # AP of the faces in this bin: faces of other widths count as ignore regions, and so do detections of other
+    # widths that find no face of this bin (COCO's treatment of its area ranges).
+    ap: float | None = None
 
     @property
     def name(self) -> str:
@@ -82,7 +85,8 @@ class DetectionMetrics:
             "true_positives": self.true_positives,
             "false_positives": self.false_positives,
             "ignored_detections": self.ignored_detections,
-            "by_size": [{"width": b.name, "n_gt": b.n_gt, "found": b.found, "recall": _round(b.recall)}
+            "by_size": [{"width": b.name, "n_gt": b.n_gt, "found": b.found, "recall": _round(b.recall),
+                         "ap50": _round(b.ap)}
                         for b in self.by_size],
         }
 
@@ -99,18 +103,22 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def match_image(image: ImageDetections, iou_threshold: float = IOU_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+def match_image(image: ImageDetections, iou_threshold: float = IOU_THRESHOLD,
+                loose: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Label each detection TP, FP or IGNORED and say which faces were found.
 
     Detections are taken best score first. Each takes the unmatched face it overlaps most (IoU >= threshold);
     only a detection that finds no such face may fall on an ignore region, which makes it neither true nor false.
     A second detection of an already found face is therefore a false positive, as in VOC.
+    `loose` marks detections that are ignored, rather than false, when they find no face.
     """
     order = np.argsort(-image.scores, kind="stable")
     outcome = np.full(len(image.boxes), FP, dtype=np.int8)
     found = np.zeros(len(image.gt), dtype=bool)
     iou_gt = box_iou(image.boxes, image.gt)
     on_ignore = (box_iou(image.boxes, image.ignore) >= iou_threshold).any(axis=1)
+    if loose is not None:
+        on_ignore |= loose
     for d in order:
         overlap = np.where(found, -1.0, iou_gt[d])
         best = int(np.argmax(overlap)) if len(overlap) else -1
@@ -143,10 +151,9 @@ def evaluate_detections(images: Sequence[ImageDetections], iou_threshold: float 
     """AP, recall and precision over all images, detections of all images ranked together by score."""
     scores, outcomes, gt_widths, gt_found = [], [], [], []
     n_ignore = 0
+    if min_size > 0:
+        images = [ImageDetections(*split_small(im.gt, im.ignore, min_size), im.boxes, im.scores) for im in images]
     for image in images:
-        if min_size > 0:
-            gt, ignore = split_small(image.gt, image.ignore, min_size)
-            image = ImageDetections(gt, ignore, image.boxes, image.scores)
         outcome, found = match_image(image, iou_threshold)
         scores.append(image.scores)
         outcomes.append(outcome)
@@ -172,7 +179,8 @@ def evaluate_detections(images: Sequence[ImageDetections], iou_threshold: float 
     bins = []
     for low, high in zip(edges[:-1], edges[1:]):
         inside = (widths >= low) & (widths < high)
-        bins.append(SizeBin(low, high, int(inside.sum()), int(found[inside].sum())))
+        bins.append(SizeBin(low, high, int(inside.sum()), int(found[inside].sum()),
+                            _ap_in_width_range(images, low, high, iou_threshold) if inside.any() else None))
 
     return DetectionMetrics(
         ap=voc_ap(curve_recall, curve_precision) if n_gt else None,
@@ -188,6 +196,26 @@ def evaluate_detections(images: Sequence[ImageDetections], iou_threshold: float 
         curve_recall=curve_recall,
         curve_precision=curve_precision,
     )
+
+
+def _ap_in_width_range(images: Sequence[ImageDetections], low: float, high: float, iou_threshold: float) -> float:
+    scores, outcomes, n_gt = [], [], 0
+    for image in images:
+        width = image.gt[:, 2] - image.gt[:, 0]
+        inside = (width >= low) & (width < high)
+        det_width = image.boxes[:, 2] - image.boxes[:, 0]
+        loose = (det_width < low) | (det_width >= high)
+        ranged = ImageDetections(image.gt[inside], np.concatenate([image.ignore, image.gt[~inside]]),
+                                 image.boxes, image.scores)
+        outcome, _ = match_image(ranged, iou_threshold, loose)
+        scores.append(image.scores)
+        outcomes.append(outcome)
+        n_gt += int(inside.sum())
+    score, outcome = np.concatenate(scores), np.concatenate(outcomes)
+    counted = outcome != IGNORED
+    ranked = outcome[counted][np.argsort(-score[counted], kind="stable")]
+    tp, fp = np.cumsum(ranked == TP), np.cumsum(ranked == FP)
+    return voc_ap(tp / n_gt, tp / np.maximum(tp + fp, 1))
 
 
 def _boxes(a) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Training: the emotion classifier and the face detector (`emocam train ...`)."""
