@@ -12,7 +12,7 @@ from emocam.errors import EmoCamError
 
 # Order shown in --help. A command module defines register(subparsers) and run(args, cfg) -> int.
 COMMANDS = ["run", "status", "devices", "bench", "service", "models", "analyze", "classify", "eval", "obs", "ctl",
-            "dataset", "report", "explain"]
+            "dataset", "report", "explain", "train"]
 
 
 def _common_options(suppress: bool) -> argparse.ArgumentParser:

@@ -1,0 +1,18 @@
+"""emocam train classifier|detector: each trainer module in emocam/train registers its own subcommand."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+# Adding a trainer is adding its module here: it defines register(subparsers, parents) and its own run().
+TRAINERS = ["emocam.train.classifier", "emocam.train.detector"]
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("train", parents=parents, help="train a classifier or detector on your own data",
+                       description="Train the models EmoCam ships, on your data, with resumable checkpoints.")
+    kinds = p.add_subparsers(dest="train_what", metavar="MODEL", required=True)
+    for module in TRAINERS:
+        if importlib.util.find_spec(module) is not None:  # a trainer still being written is simply not offered
+            importlib.import_module(module).register(kinds, parents)

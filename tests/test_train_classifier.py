@@ -1,0 +1,256 @@
+"""`emocam train classifier`: data sources, augmentation, schedule, learning, checkpoints and resume, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emocam.cli import main
+from emocam.errors import EmoCamError
+from emocam.nets.repvgg_plus import build_repvgg_plus, load_deployed
+from emocam.train import emotion_data
+from emocam.train.classifier import Recipe, Trainer, augment, class_weights, load_init, lr_factor
+from emocam.train.emotion_data import (FaceArrays, affectnet_samples, find_samples, image_folder_samples,
+                                       labels_csv_samples, load_faces)
+from emocam.types import EMOTIONS
+
+PER_CLASS = 40  # 280 real FER2013 faces: enough to see learning, small enough for seconds
+
+
+@pytest.fixture(scope="module")
+def fer_files(data_dir) -> dict[str, list]:
+    root = data_dir / "fer2013" / "train"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    return {e: sorted((root / e).glob("*.jpg"))[:PER_CLASS] for e in EMOTIONS}
+
+
+@pytest.fixture(scope="module")
+def fer_folder(fer_files, tmp_path_factory):
+    """An image folder of real FER2013 faces (symlinks), plus a folder that is not an emotion."""
+    root = tmp_path_factory.mktemp("fer")
+    for emotion, files in fer_files.items():
+        (root / emotion).mkdir()
+        for f in files:
+            (root / emotion / f.name).symlink_to(f)
+    (root / "contempt").mkdir()
+    (root / "contempt" / "x.jpg").symlink_to(fer_files["happy"][0])
+    return root
+
+
+@pytest.fixture(scope="module")
+def faces(fer_folder) -> FaceArrays:
+    return load_faces(image_folder_samples(fer_folder), 48)
+
+
+def tiny_recipe(**kw) -> Recipe:
+    return Recipe(**{"epochs": 4, "batch_size": 32, "lr": 0.05, "warmup_epochs": 0.5, **kw})
+
+
+# ---- data sources ------------------------------------------------------------------------------------------------
+def test_image_folder_reads_the_seven_emotions_only(fer_folder, faces):
+    samples = image_folder_samples(fer_folder)
+    assert len(samples) == 7 * PER_CLASS
+    assert all(EMOTIONS[s.label] == s.path.parent.name for s in samples)
+    assert faces.images.shape == (7 * PER_CLASS, 48, 48) and faces.images.dtype == np.uint8
+    assert faces.class_counts().tolist() == [PER_CLASS] * 7
+    first = cv2.imread(str(samples[0].path), cv2.IMREAD_GRAYSCALE)
+    np.testing.assert_array_equal(faces.images[0], first)
+
+
+def test_affectnet_csv_boxes_codes_and_dropped_rows(fer_files, tmp_path):
+    """Real faces pasted into larger images at known boxes; codes 0-6 map to our classes, 7-10 are dropped."""
+    codes = {"neutral": 0, "happy": 1, "sad": 2, "surprise": 3, "fear": 4, "disgust": 5, "angry": 6}
+    rows, expected = [], []
+    rng = np.random.default_rng(0)
+    (tmp_path / "101").mkdir()
+    for i, (emotion, code) in enumerate(list(codes.items()) + [("happy", 7), ("sad", 8), ("fear", 10)]):
+        face = cv2.imread(str(fer_files[emotion][i % PER_CLASS]), cv2.IMREAD_GRAYSCALE)
+        side = 96  # the face at twice its size, so the crop must be found and scaled back
+        canvas = rng.integers(0, 256, (200, 240), dtype=np.uint8)
+        x, y = int(rng.integers(0, 240 - side)), int(rng.integers(0, 200 - side))
+        canvas[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_NEAREST)
+        name = f"101/img{i}.jpg"
+        cv2.imwrite(str(tmp_path / name), cv2.cvtColor(canvas, cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 100])
+        rows.append([name, x, y, side, side, "1.0;2.0", code, "0.5", "-0.1"])
+        if code <= 6:
+            expected.append((emotion, face))
+    csv_path = tmp_path / "training.csv"
+    with open(csv_path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
+                    "expression", "valence", "arousal"])
+        w.writerows(rows)
+    samples = find_samples(csv_path)
+    assert samples == affectnet_samples(csv_path)
+    assert [EMOTIONS[s.label] for s in samples] == [e for e, _ in expected]
+    loaded = load_faces(samples, 48)
+    for (_, face), got in zip(expected, loaded.images):
+        assert np.abs(got.astype(int) - face.astype(int)).mean() < 4  # JPEG and resampling, nothing more
+
+
+def test_affectnet_csv_with_bad_rows_is_a_user_error(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("subDirectory_filePath,face_x,face_y,face_width,face_height,expression\na.jpg,1,2,x,4,0\n")
+    with pytest.raises(EmoCamError, match="bad.csv:2"):
+        affectnet_samples(path)
+    (tmp_path / "cols.csv").write_text("subDirectory_filePath,expression\na.jpg,0\n")
+    with pytest.raises(EmoCamError, match="face_x"):
+        find_samples(tmp_path / "cols.csv")
+
+
+def test_labels_csv_with_prefix_filter(data_dir):
+    samples = labels_csv_samples(data_dir / "eval/emotion/labels.csv", "fer2013_PublicTest_")
+    assert samples and all(s.path.name.startswith("fer2013_PublicTest_") and s.path.is_file() for s in samples[:20])
+    assert len(samples) < sum(1 for _ in open(data_dir / "eval/emotion/labels.csv")) - 1
+
+
+def test_export_sessions_use_the_reviewed_folder(fer_files, tmp_path):
+    """An EmoCam export session: the emotion folder a patch is in now is its label (here: moved to sad)."""
+    session = tmp_path / "s0001"
+    (session / "happy").mkdir(parents=True)
+    (session / "sad").mkdir()
+    (session / "manifest.jsonl").write_text("")
+    for i, f in enumerate(fer_files["happy"][:3]):
+        (session / ("happy" if i else "sad") / f"p{i}.png").write_bytes(
+            cv2.imencode(".png", cv2.imread(str(f)))[1].tobytes())
+    labels = sorted(EMOTIONS[s.label] for s in find_samples(tmp_path))
+    assert labels == ["happy", "happy", "sad"]
+
+
+def test_faces_are_cached_and_reread(fer_folder, tmp_path, monkeypatch):
+    samples = image_folder_samples(fer_folder)[:50]
+    first = load_faces(samples, 48, tmp_path)
+    assert len(list(tmp_path.glob("faces-48-50-*.npy"))) == 1
+    monkeypatch.setattr(emotion_data, "decode", lambda *a: pytest.fail("decoded again despite the cache"))
+    again = load_faces(samples, 48, tmp_path)
+    np.testing.assert_array_equal(first.images, again.images)
+
+
+def test_unknown_data_is_a_user_error(tmp_path):
+    with pytest.raises(EmoCamError, match="no labelled faces"):
+        find_samples(tmp_path)
+
+
+# ---- augmentation, schedule, weights ------------------------------------------------------------------------------
+def test_augment_without_randomness_is_identity_or_mirror(faces):
+    x = torch.from_numpy(faces.images[:16]).unsqueeze(1).float() / 255
+    off = Recipe(max_rotation_deg=0, scale_range=(1, 1), max_shift=0, brightness=0, contrast=0, erase_prob=0)
+    out = augment(x, off, torch.Generator().manual_seed(0))
+    for a, b in zip(out, x):
+        assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(-1), atol=1e-5)
+    full = augment(x, Recipe(erase_prob=1.0), torch.Generator().manual_seed(0))
+    assert full.shape == x.shape and float(full.min()) >= 0 and float(full.max()) <= 1
+    erased = (full == 0.5).flatten(1).float().mean(1)
+    assert float(erased.min()) >= 0.01  # every image got its gray rectangle
+    again = augment(x, Recipe(erase_prob=1.0), torch.Generator().manual_seed(0))
+    assert torch.equal(full, again)  # the generator alone decides: resumable
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    r = Recipe(epochs=10, warmup_epochs=1)
+    f = [lr_factor(s, 100, r) for s in range(1000)]
+    assert f[0] < 0.05 and max(f) == pytest.approx(1.0, abs=0.01) and f.index(max(f)) <= 101
+    assert all(a >= b for a, b in zip(f[100:], f[101:])) and f[-1] < 1e-4
+
+
+def test_class_weights_favour_rare_classes_and_average_one():
+    counts = np.array([4000, 400, 4000, 7000, 5000, 3000, 5000])
+    w = class_weights(counts, 0.5).numpy()
+    assert w[1] == w.max() and w[3] == w.min()
+    assert float((w * counts).sum() / counts.sum()) == pytest.approx(1.0)
+    assert np.allclose(class_weights(counts, 0.0).numpy(), 1.0)
+
+
+# ---- learning, checkpoints ---------------------------------------------------------------------------------------
+def batch_loss(trainer: Trainer, faces: FaceArrays) -> float:
+    """Plain cross-entropy of the whole set as one batch in training mode (batch statistics, a fixed dropout
+    mask), so that it measures the weights, not how far BatchNorm's running statistics have caught up."""
+    from emocam.nets.repvgg_plus import normalise_u8
+
+    trainer.model.train()
+    torch.manual_seed(123)
+    with torch.no_grad():
+        logits = trainer.model(normalise_u8(torch.from_numpy(faces.images).unsqueeze(1)))
+    return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(faces.labels)))
+
+
+def test_a_few_steps_on_real_faces_lower_the_loss(faces):
+    """32 steps on 64 real faces, augmentation and smoothing off: the loss can only reflect learning."""
+    torch.set_num_threads(1)  # on a busy 2-core machine a second thread mostly waits for the first
+    pick = np.concatenate([np.flatnonzero(faces.labels == c)[:10] for c in range(7)])[:64]
+    few = FaceArrays(faces.images[pick], faces.labels[pick])
+    plain = tiny_recipe(epochs=8, batch_size=16, lr=0.05, label_smoothing=0.0, class_weight_power=0.0,
+                        max_rotation_deg=0, scale_range=(1, 1), max_shift=0, brightness=0, contrast=0, erase_prob=0)
+    trainer = Trainer(plain, few, "unused", torch.device("cpu"))
+    before = batch_loss(trainer, few)
+    losses = [trainer.train_epoch()["train_loss"] for _ in range(plain.epochs)]
+    assert trainer.scheduler.last_epoch == 32
+    assert np.mean(losses[-2:]) < np.mean(losses[:2]) - 0.3
+    assert batch_loss(trainer, few) < before - 0.5
+
+
+def test_resume_continues_exactly_where_the_run_stopped(faces, tmp_path):
+    torch.set_num_threads(1)
+    small = FaceArrays(faces.images[::2], faces.labels[::2])
+    straight = Trainer(tiny_recipe(epochs=2), small, tmp_path / "a", torch.device("cpu"))
+    straight.fit()
+    interrupted = Trainer(tiny_recipe(epochs=2), small, tmp_path / "b", torch.device("cpu"))
+    interrupted.fit(until=1)  # as if killed during epoch 2: only OUT/last.pt of epoch 1 counts
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    resumed = Trainer(tiny_recipe(epochs=2), small, tmp_path / "b", torch.device("cpu"))
+    resumed.load_state(state)
+    assert resumed.epoch == 1 and len(resumed.recipe.history) == 1
+    resumed.fit()
+    for key, value in straight.model.state_dict().items():
+        torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=0, atol=1e-6, msg=key)
+    assert resumed.scheduler.last_epoch == straight.scheduler.last_epoch
+    assert torch.equal(resumed.gen.get_state(), straight.gen.get_state())
+
+
+def test_best_epoch_export_and_init(faces, tmp_path):
+    """best.pt/deploy.pt/metrics.csv after fit; --init loads training weights and refuses deploy ones."""
+    few = FaceArrays(faces.images[::4], faces.labels[::4])
+    trainer = Trainer(tiny_recipe(epochs=2), few, tmp_path, torch.device("cpu"), val=few)
+    trainer.fit()
+    with open(tmp_path / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and all(r["val_acc"] and r["train_loss"] for r in rows)
+    # deploy.pt is the best epoch reparameterised: it reproduces that epoch's validation accuracy
+    best = trainer.best()
+    deployed = load_deployed("repvggplus-fer-xs", torch.load(tmp_path / "deploy.pt", weights_only=True))
+    pred = trainer.predict(few.images, deployed)
+    assert float((pred == few.labels).mean()) == pytest.approx(best["val_acc"], abs=1e-4)
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == best["epoch"]
+    fresh = build_repvgg_plus("repvggplus-fer-xs")
+    load_init(fresh, tmp_path / "best.pt")
+    for key, value in torch.load(tmp_path / "best.pt", weights_only=True)["model"].items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    with pytest.raises(EmoCamError, match="deploy"):
+        load_init(build_repvgg_plus("repvggplus-fer-xs"), tmp_path / "deploy.pt")
+
+
+def test_cli_trains_resumes_and_refuses_to_overwrite(fer_files, tmp_path, capsys):
+    data = tmp_path / "faces"
+    for emotion, files in fer_files.items():
+        (data / emotion).mkdir(parents=True)
+        for f in files[:8]:
+            (data / emotion / f.name).symlink_to(f)
+    out = tmp_path / "run"
+    args = ["train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1",
+            "--batch-size", "16", "--threads", "1"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["epochs"] == 1 and (out / "deploy.pt").is_file() and list((out / "cache").glob("*.npy"))
+    assert main(args) == 2  # last.pt exists: a second run must say --resume instead of overwriting it
+    assert "--resume" in capsys.readouterr().err
+    assert main(args[:-6] + ["--epochs", "2", "--resume"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["epochs"] == 2
+    assert math.isfinite(report["best"]["train_loss"])
