@@ -57,3 +57,17 @@ def _builtin(name: str) -> np.ndarray:
     if image.ndim == 2:
         return cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(image[:, :, :3].astype(np.uint8), cv2.COLOR_RGB2BGR)
+
+
+def save_figure(fig, path: Path | str) -> Path:
+    """A matplotlib figure as PNG, written to a temporary name and renamed: never a half-written plot."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, format="png")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise EmoCamError(f"could not write {path}: {exc.strerror}; free some disk space or pick another path") from None
+    return path

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from emocam.errors import EmoCamError
+from emocam.imageio import save_figure
 
 
 def plot_confusion(confusion: np.ndarray, labels: Sequence[str], path: Path | str, title: str = "") -> Path:
@@ -38,13 +38,4 @@ def plot_confusion(confusion: np.ndarray, labels: Sequence[str], path: Path | st
         ax.set_title(title)
     fig.tight_layout()
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, format="png")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EmoCamError(f"could not write {path}: {exc.strerror}") from None
-    return path
+    return save_figure(fig, path)

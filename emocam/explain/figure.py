@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from emocam.explain.maps import FaceMaps, upsample
+from emocam.imageio import save_figure
 from emocam.types import EMOTIONS, Face
 
 CELL_IN = 1.15  # inches per map
@@ -64,8 +64,4 @@ def explain_figure(face: Face, path: Path, title: str) -> Path:
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), "jet"), cax=bar_ax)
     bar.set_label("map on its layer's scale (running p1..p99 -> 0..1), drawn at 60 % over the face", fontsize=8)
     fig.suptitle(title, fontsize=10, y=1 - 0.15 / height, va="top")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path)

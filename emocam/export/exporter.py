@@ -30,6 +30,7 @@ from emocam.export.patches import aligned_copy, margin_rect
 from emocam.export.quota import MB, Quota
 from emocam.export.sessions import INFO, SessionLock, new_session, repair_abandoned, write_json_atomic
 from emocam.types import EMOTIONS, Face
+from emocam.workers import stop_worker
 
 LINK = "export.json"  # written into the daemon's session folder: where that run's patches went
 
@@ -105,13 +106,7 @@ class Exporter:
             thread, self._thread = self._thread, None
             if thread is None:
                 return
-            while thread.is_alive():  # the thread may have died on a bug and no longer reads the queue
-                try:
-                    self._queue.put(None, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            thread.join()
+            stop_worker(thread, self._queue)
             self._manifest.close()
             self._lock.release()
         logger.info(f"export closed: {self.summary()}")

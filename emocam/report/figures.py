@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emocam.errors import EmoCamError
+from emocam.imageio import save_figure
 from emocam.types import EMOTIONS
 
 # The overlay colours (render/colors.py, BGR) as matplotlib RGB, so figures and video agree.
@@ -21,19 +21,6 @@ def _figure(width: float, height: float):
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp, format="png")
-        tmp.replace(path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise EmoCamError(f"could not write {path}: {exc.strerror}") from None
-    return path
 
 
 def class_distribution(counts: dict[str, int], path: Path, title: str, ylabel: str,
@@ -61,7 +48,7 @@ def class_distribution(counts: dict[str, int], path: Path, title: str, ylabel: s
     ax.set_xticks(x, EMOTIONS)
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def hog_histograms(per_class: dict[str, list[float]], orientations: int, path: Path, title: str) -> Path:
@@ -86,7 +73,7 @@ def hog_histograms(per_class: dict[str, list[float]], orientations: int, path: P
             ax.set_yticklabels([])
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def timeline(tracks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path, duration: float,
@@ -118,7 +105,7 @@ def timeline(tracks: dict[int, tuple[np.ndarray, np.ndarray]], path: Path, durat
         handles = ax.get_legend_handles_labels()
     fig.legend(*handles, ncol=7, fontsize=8, loc="upper center", frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / (1.0 + 2.2 * n)), h_pad=2.0)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def layer_magnitude(names: list[str], values: list[np.ndarray], path: Path, key: str) -> Path:
@@ -136,7 +123,7 @@ def layer_magnitude(names: list[str], values: list[np.ndarray], path: Path, key:
     ax.set_title("activation magnitude per layer (all faces, all analysed frames)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def class_activation_histograms(per_class: dict[str, np.ndarray], layer: str, path: Path, key: str) -> Path:
@@ -152,4 +139,4 @@ def class_activation_histograms(per_class: dict[str, np.ndarray], layer: str, pa
         ax.tick_params(labelsize=7)
     fig.suptitle(f"layer {layer}: activation {key} per predicted class", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

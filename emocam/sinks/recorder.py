@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emocam.sinks import SINKS
 from emocam.sinks.base import OutputFrame, Sink, SinkContext, SinkError
+from emocam.workers import stop_worker
 
 LOG_NAME = "frames.jsonl"
 SMPTE170M, LIMITED_RANGE = 6, 1  # FFmpeg's AVColorSpace/AVColorPrimaries/AVColorTransfer (BT.601) and AVColorRange
@@ -194,13 +195,7 @@ class RecorderSink(Sink):
         thread = self._thread
         if thread is None:
             return
-        while thread.is_alive():  # the thread may have stopped on an error and no longer reads the queue
-            try:
-                self._queue.put(None, timeout=0.1)
-                break
-            except queue.Full:
-                continue
-        thread.join()
+        stop_worker(thread, self._queue)
         self._thread = None
 
     def status(self) -> dict:
