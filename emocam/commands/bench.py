@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +33,12 @@ def register(sub, parents) -> None:
     p.add_argument("--record", action="store_true", help="also run the recorder (into a temporary session)")
     p.add_argument("--mjpeg", action="store_true",
                    help="JPEG-encode frames beforehand and decode them on capture, as a USB camera's MJPG costs")
+    p.add_argument("--naive", action="store_true",
+                   help="also run a naive sequential loop (detect at full resolution + classify + draw, frame by "
+                        "frame) on the same video for the same time, and print both and their ratio")
+    p.add_argument("--minutes", type=float,
+                   help="soak: run this long instead of --seconds and report RSS, fps and latency over time")
+    p.add_argument("--sample-s", type=float, default=30.0, help="soak sampling interval (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print JSON to stdout")
     p.set_defaults(func=run)
 
@@ -89,22 +96,26 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         'sinks.on_error="exit"', f'output.preset="{args.preset}"',
     ]
     cfg = load_config(args.config, overrides)
+    seconds = args.minutes * 60 if args.minutes else args.seconds
     with tempfile.TemporaryDirectory(prefix="emocam-bench-") as tmp:
         pipeline = build_pipeline(cfg, session_dir=Path(tmp))
-        total = args.warmup + args.seconds
+        total = args.warmup + seconds
         pipeline.latency = RateMeter(keep=int(total * args.fps * 2) + 100)
         pipeline.start()
         try:
             time.sleep(args.warmup)
             start_wall, start_cpu = time.monotonic(), _cpu_seconds()
             out0, inf0, lat0 = pipeline.fps_out.count, pipeline.inference.count, len(pipeline.latency.values)
-            time.sleep(args.seconds)
+            timeline = _soak(pipeline, seconds, args.sample_s) if args.minutes else None
+            if not args.minutes:
+                time.sleep(seconds)
             wall, cpu = time.monotonic() - start_wall, _cpu_seconds() - start_cpu
             out1, inf1 = pipeline.fps_out.count, pipeline.inference.count
             latencies = np.array(list(pipeline.latency.values)[lat0:]) * 1000
             status = pipeline.status()
         finally:
             pipeline.close()
+        naive = _naive(pipeline, cfg, seconds) if args.naive else None
     result = {
         "source": str(args.source), "width": args.width, "height": args.height, "fps": args.fps,
         "preset": args.preset, "record": args.record, "mjpeg": args.mjpeg, "seconds": round(wall, 2),
@@ -119,9 +130,78 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         "frames_skipped_by_analysis": status["frames_skipped_by_analysis"],
         "sinks": status["sinks"],
     }
+    if timeline is not None:
+        result["soak"] = timeline
+        settled = [row["rss_mb"] for row in timeline[1:]] or [row["rss_mb"] for row in timeline]
+        result["rss_growth_after_warmup_percent"] = round(100 * (settled[-1] - settled[0]) / settled[0], 2)
+    if naive is not None:
+        result["naive"] = naive
+        result["output_fps_ratio_pipeline_over_naive"] = (round(result["output_fps"] / naive["output_fps"], 2)
+                                                          if naive["output_fps"] else None)
     if args.json:
         print_json(result)
     else:
         for key, value in result.items():
             print(f"{key:28s} {value}")
     return 0
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _soak(pipeline, seconds: float, sample_s: float) -> list[dict]:
+    """Samples of memory and rates; the first is taken after one interval (the model warm-up is over by then)."""
+    rows, start = [], time.monotonic()
+    last_out, last_inf, last_lat = pipeline.fps_out.count, pipeline.inference.count, len(pipeline.latency.values)
+    while time.monotonic() - start < seconds:
+        time.sleep(min(sample_s, max(0.0, seconds - (time.monotonic() - start))))
+        out, inf, values = pipeline.fps_out.count, pipeline.inference.count, list(pipeline.latency.values)
+        window = np.array(values[last_lat:]) * 1000 if len(values) > last_lat else np.zeros(1)
+        rows.append({"t_s": round(time.monotonic() - start, 1), "rss_mb": round(_rss_mb(), 1),
+                     "output_fps": round((out - last_out) / sample_s, 2),
+                     "inference_hz": round((inf - last_inf) / sample_s, 2),
+                     "latency_ms_p95": round(float(np.percentile(window, 95)), 2)})
+        print(f"soak {rows[-1]}", file=sys.stderr, flush=True)
+        last_out, last_inf, last_lat = out, inf, len(values)
+    return rows
+
+
+def _naive(pipeline, cfg, seconds: float) -> dict:
+    """What a simple script does: read a frame, detect on it at full resolution, classify, draw, publish; repeat.
+    The same video source, paced like a camera, so frames it has no time for are skipped."""
+    import pyvirtualcam
+
+    from emocam.analyzer import FrameAnalyzer
+    from emocam.daemon import build_source
+
+    # Maps too when the pipeline made them (the explainer classifies in the same pass).
+    analyzer = FrameAnalyzer(pipeline.analyzer.detector, pipeline.explainer or pipeline.analyzer.classifier,
+                             max_side=1 << 16)
+    preset = pipeline.presets[cfg.output.preset]
+    source = build_source(cfg)
+    info = source.open()
+    latencies, published = [], 0
+    try:
+        with pyvirtualcam.Camera(info.width, info.height, info.fps, fmt=pyvirtualcam.PixelFormat.BGR,
+                                 backend=NULL_BACKEND) as cam:
+            start = time.monotonic()
+            while time.monotonic() - start < seconds:
+                frame = source.read()
+                if frame is None:
+                    break
+                analysis = analyzer.analyze(frame.image, frame.index, frame.timestamp)
+                scene = frame.image.copy()
+                for annotator in preset.annotators:
+                    annotator.annotate(scene, analysis)
+                cam.send(scene)
+                published += 1
+                latencies.append(1000 * (time.monotonic() - frame.timestamp))
+            wall = time.monotonic() - start
+    finally:
+        source.close()
+    lat = np.array(latencies) if latencies else np.zeros(1)
+    return {"output_fps": round(published / wall, 2), "inference_hz": round(published / wall, 2),
+            "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
+            "latency_ms_p95": round(float(np.percentile(lat, 95)), 2)}

@@ -1,0 +1,32 @@
+"""`emocam bench` drives the real pipeline; here only that it runs and reports its fields (speed is not asserted)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def bench(data_dir, *args):
+    video = data_dir / "eval" / "videos" / "pyfeat_single_face.mp4"
+    out = subprocess.run([sys.executable, "-m", "emocam", "-q", "--config", str(ROOT / "config.toml"), "bench",
+                          "--source", str(video), "--width", "640", "--height", "360", "--warmup", "1", "--json",
+                          *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_bench_with_naive_side_by_side(data_dir, models_dir):
+    doc = bench(data_dir, "--seconds", "2", "--naive")
+    for key in ("output_fps", "inference_hz", "latency_ms_p50", "latency_ms_p95", "cpu_percent", "peak_rss_mb"):
+        assert doc[key] is not None and doc[key] >= 0
+    assert doc["output_fps"] > 0 and doc["naive"]["output_fps"] > 0
+    assert doc["output_fps_ratio_pipeline_over_naive"] == round(doc["output_fps"] / doc["naive"]["output_fps"], 2)
+
+
+def test_bench_soak_reports_memory_over_time(data_dir, models_dir):
+    doc = bench(data_dir, "--minutes", "0.05", "--sample-s", "1")
+    assert len(doc["soak"]) == 3
+    assert all(row["rss_mb"] > 50 and row["output_fps"] > 0 for row in doc["soak"])
+    assert isinstance(doc["rss_growth_after_warmup_percent"], float)
