@@ -84,6 +84,17 @@ def lost_frame(last: np.ndarray | None, size: tuple[int, int], text: str) -> np.
     return image
 
 
+def _is_bgr_frame(image) -> bool:
+    return (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+            and image.shape[0] > 0 and image.shape[1] > 0)
+
+
+def _describe(image) -> str:
+    if isinstance(image, np.ndarray):
+        return f"{image.dtype} array of shape {image.shape}"
+    return type(image).__name__
+
+
 class Pipeline:
     def __init__(self, source: Source, analyzer: FrameAnalyzer | None, sinks: list[Sink],
                  presets: dict[str, Preset], control: ControlState, session_dir, *,
@@ -120,6 +131,8 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._failed_sinks: dict[str, str] = {}
         self._publishing = threading.Lock()  # held while sinks write one frame
+        self.frames_corrupt = 0
+        self._complaints: dict[str, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,6 +227,10 @@ class Pipeline:
                 if frame is None:
                     logger.info("source ended")
                     break
+                if not _is_bgr_frame(frame.image):
+                    self.frames_corrupt += 1
+                    self._complain("capture", f"corrupt frame skipped ({_describe(frame.image)})")
+                    continue
                 frame = replace(frame, index=index)
                 index += 1
                 last_image = frame.image
@@ -315,7 +332,10 @@ class Pipeline:
                 info = RenderInfo(self.stats(), preset.name, control.selection)
                 for annotator in preset.annotators:
                     if annotator.name not in control.hidden:
-                        annotator.annotate(scene, analysis, info)
+                        try:
+                            annotator.annotate(scene, analysis, info)
+                        except Exception as exc:  # one broken overlay must not stop the video
+                            self._complain(f"annotator {annotator.name}", f"{type(exc).__name__}: {exc}")
             out = OutputFrame(scene, frame.index, frame.timestamp, None if analysis is empty else analysis,
                               preset.name)
             with self._publishing:
@@ -324,6 +344,8 @@ class Pipeline:
                         sink.write(out)
                     except SinkError as exc:
                         self._sink_failed(sink, exc)
+                    except Exception as exc:  # a bug in one sink fails that sink, not the publish thread
+                        self._sink_failed(sink, SinkError(f"{type(exc).__name__}: {exc}"))
             now = time.monotonic()
             self.fps_out.tick(now)
             self.latency.tick(now, now - frame.timestamp)
@@ -347,6 +369,12 @@ class Pipeline:
             self.stop()
         else:
             logger.error(f"{sink.name}: {exc}; the other outputs go on")
+
+    def _complain(self, where: str, message: str) -> None:
+        """Log a recurring per-frame problem the 1st, 2nd, 3rd, 100th, 200th... time, not 30 times a second."""
+        n = self._complaints[where] = self._complaints.get(where, 0) + 1
+        if n <= 3 or n % 100 == 0:
+            logger.warning(f"{where}: {message} ({n} so far)")
 
     # ---- status ----------------------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -372,6 +400,8 @@ class Pipeline:
             "frames_out": self.fps_out.count,
             "analyses": self.inference.count,
             "frames_skipped_by_analysis": self.to_analyze.dropped,
+            "frames_corrupt": self.frames_corrupt,
+            "render_errors": {k: v for k, v in self._complaints.items() if k.startswith("annotator")},
             "fps_in": round(self.fps_in.rate(), 2),
             "fps_out": round(self.fps_out.rate(), 2),
             "inference_hz": round(self.inference.rate(), 2),

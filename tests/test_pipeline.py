@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -224,3 +225,47 @@ def test_shared_videos_are_recorded_with_tracked_faces(tmp_path, data_dir, model
         assert sum(has_face) > 0.5 * len(log)
     ids = {f["track_id"] for r in log if r["analysis"] for f in r["analysis"]["faces"]}
     assert len(ids) <= 3, f"one person should keep (nearly) one identity, got {ids}"
+
+
+class CorruptEveryTenth(DemoSource):
+    """The demo with a broken frame now and then, as a flaky USB camera or a damaged file delivers them."""
+
+    name = "corrupt"
+
+    def read(self):
+        frame = super().read()
+        if frame is not None and frame.index % 10 == 5:
+            return replace(frame, image=frame.image[:, :, 0])  # a gray plane where BGR was promised
+        return frame
+
+
+class Broken(Sink):
+    name = "broken"
+
+    def open(self, ctx):
+        pass
+
+    def write(self, frame):
+        raise RuntimeError("bug in a sink")
+
+
+def test_corrupt_frames_and_a_broken_overlay_do_not_stop_the_video(tmp_path):
+    from emocam.presets import Preset
+    from emocam.render.boxes import BoxAnnotator
+
+    class Exploding(BoxAnnotator):
+        name = "exploding"
+
+        def annotate(self, scene, analysis, info=None):
+            raise ValueError("overlay bug")
+
+    presets = {"p": Preset("p", "", (Exploding(),))}
+    collector = Collector()
+    pipeline = Pipeline(CorruptEveryTenth(DemoOptions(frames=40)), None, [Broken(), collector], presets,
+                        ControlState(Control("p")), tmp_path)
+    run_to_end(pipeline)
+    assert len(collector.frames) >= 34  # 36 good frames; the output went on after every fault
+    assert pipeline.frames_corrupt == 4
+    status = pipeline.status()
+    assert status["render_errors"] == {"annotator exploding": len(collector.frames)}
+    assert status["sinks"]["broken"]["state"] == "failed" and "bug in a sink" in status["sinks"]["broken"]["error"]
