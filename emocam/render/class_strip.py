@@ -1,22 +1,19 @@
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
 from pydantic import Field
 
 from emocam.explain.maps import layer_index, short_name
-from emocam.explain.overlay import (PANEL_BG, Colormap, Corner, InsetCache, InsetOptions, explained_face, fit_text,
-                                    paste, text, thumbnail)
+from emocam.explain.overlay import PANEL_BG, Colormap, Corner, InsetOptions, fit_text, text, thumbnail
 from emocam.render import ANNOTATORS
-from emocam.render.base import NO_INFO, Annotator, RenderInfo, ui_scale
 from emocam.render.colors import EMOTION_BGR
-from emocam.types import EMOTIONS, Analysis, Face
+from emocam.render.inset import FaceInsetAnnotator
+from emocam.types import EMOTIONS, Face
 
 
 @ANNOTATORS.register("classes")
-class ClassStripAnnotator(Annotator):
+class ClassStripAnnotator(FaceInsetAnnotator):
     """An inset with one face's seven class maps of the chosen layer, each labelled with its probability; the
     predicted class is framed in its colour. A layer without per-class maps (an activation map) is replaced by the
     next layer that has them, the class layer; the title names the layer shown."""
@@ -27,22 +24,6 @@ class ClassStripAnnotator(Annotator):
         layer: int | str = -1
         alpha: float = Field(0.6, ge=0, le=1)
         colormap: Colormap = "jet"
-
-    def __init__(self, options=None):
-        super().__init__(options)
-        self._cache = InsetCache(self.options.refresh_hz)
-        self.compute_ms = 0.0  # the last redraw, for benchmarks
-
-    def annotate(self, scene: np.ndarray, analysis: Analysis, info: RenderInfo = NO_INFO) -> np.ndarray:
-        s = ui_scale(scene)
-        face = explained_face(analysis, info.selection)
-        if self._cache.due(analysis, scene, info.selection, face):
-            started = time.perf_counter()
-            self._cache.inset = None if face is None else self._draw(face, info.selection, s)
-            self.compute_ms = 1000 * (time.perf_counter() - started)
-        if self._cache.inset is not None:
-            paste(scene, self._cache.inset, self.options, s)
-        return scene
 
     def _draw(self, face: Face, selection: dict, s: float) -> np.ndarray | None:
         o, fm = self.options, face.explanation
