@@ -14,6 +14,23 @@ class UnreadableImage(EmoCamError):
     pass
 
 
+def read_each(paths, failed: list[dict], desc: str):
+    """(path, BGR image) for every readable path, with progress; unreadable ones are logged and appended to
+    `failed` as {"file", "error"} so a command over many files finishes and reports them."""
+    from loguru import logger
+
+    from emocam.progress import progress
+
+    for path in progress(paths, desc=desc):
+        try:
+            image = read_bgr(path)
+        except UnreadableImage as exc:
+            logger.warning(str(exc))
+            failed.append({"file": str(path), "error": str(exc)})
+            continue
+        yield path, image
+
+
 BUILTIN_PREFIX = "skimage:"
 
 

@@ -132,6 +132,8 @@ class Pipeline:
         self._failed_sinks: dict[str, str] = {}
         self._publishing = threading.Lock()  # held while sinks write one frame
         self.frames_corrupt = 0
+        self._stats: dict = {}
+        self._stats_at = -1.0
         self._complaints: dict[str, int] = {}
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
@@ -329,7 +331,7 @@ class Pipeline:
                 analysis = empty
             scene = self._scene(frame)
             if not frame.lost:
-                info = RenderInfo(self.stats(), preset.name, control.selection)
+                info = RenderInfo(self._display_stats(), preset.name, control.selection)
                 for annotator in preset.annotators:
                     if annotator.name not in control.hidden:
                         try:
@@ -377,6 +379,13 @@ class Pipeline:
             logger.warning(f"{where}: {message} ({n} so far)")
 
     # ---- status ----------------------------------------------------------------------------------------------
+    def _display_stats(self) -> dict:
+        """stats() for the overlays, recomputed 4 times a second rather than on every frame (percentiles, locks)."""
+        now = time.monotonic()
+        if now - self._stats_at >= 0.25:
+            self._stats, self._stats_at = self.stats(), now
+        return self._stats
+
     def stats(self) -> dict:
         now = time.monotonic()
         return {

@@ -8,8 +8,7 @@ from pathlib import Path
 from loguru import logger
 
 from emocam.config import Config
-from emocam.imageio import UnreadableImage, read_bgr, write_png
-from emocam.progress import progress
+from emocam.imageio import read_each, write_png
 
 DEFAULT_ANNOTATORS = ("boxes", "labels", "bars")
 
@@ -36,13 +35,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                              cfg.detector.max_side)
     annotators = [ANNOTATORS.get(name)() for name in DEFAULT_ANNOTATORS] if args.out else []
     results, failed = [], []
-    for path in progress(args.images, desc="analyze"):
-        try:
-            image = read_bgr(path)
-        except UnreadableImage as exc:
-            logger.warning(str(exc))
-            failed.append({"file": str(path), "error": str(exc)})
-            continue
+    for path, image in read_each(args.images, failed, "analyze"):
         analysis = analyzer.analyze(image)
         record = {"file": str(path), "width": analysis.size[0], "height": analysis.size[1],
                   "faces": [f.to_json() for f in analysis.faces]}

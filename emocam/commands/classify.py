@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from loguru import logger
 
 from emocam.config import Config
-from emocam.imageio import UnreadableImage, read_bgr
-from emocam.progress import progress
+from emocam.imageio import read_each
 from emocam.types import EMOTIONS
 
 
@@ -40,12 +38,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                 print(f"{path}: {record['label']} {float(p.max()):.3f}")
         pending.clear()
 
-    for path in progress(args.images, desc="classify"):
-        try:
-            pending.append((path, read_bgr(path)))
-        except UnreadableImage as exc:
-            logger.warning(str(exc))
-            failed.append({"file": str(path), "error": str(exc)})
+    for path, image in read_each(args.images, failed, "classify"):
+        pending.append((path, image))
         if len(pending) >= batch:
             flush()
     if pending:

@@ -60,8 +60,7 @@ def _figures(args, cfg: Config, classifier) -> int:
     from emocam.cli import print_json
     from emocam.explain.explainer import Explainer
     from emocam.explain.figure import explain_figure
-    from emocam.imageio import UnreadableImage, read_bgr
-    from emocam.progress import progress
+    from emocam.imageio import read_each
     from emocam.types import Face
 
     if not args.images:
@@ -73,13 +72,7 @@ def _figures(args, cfg: Config, classifier) -> int:
     analyzer = None if args.crops else FrameAnalyzer(build_detector(cfg), classifier, cfg.detector.max_side)
     args.out.mkdir(parents=True, exist_ok=True)
     results, failed, used = [], [], set()
-    for path in progress(args.images, desc="explain"):
-        try:
-            frame = read_bgr(path)
-        except UnreadableImage as exc:
-            logger.warning(str(exc))
-            failed.append({"file": str(path), "error": str(exc)})
-            continue
+    for path, frame in read_each(args.images, failed, "explain"):
         explainer.reset()  # every image on its own scale, whatever came before
         if args.crops:
             h, w = frame.shape[:2]
