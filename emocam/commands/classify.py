@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-
 from emocam.config import Config
 from emocam.imageio import read_each
 from emocam.types import EMOTIONS
