@@ -31,6 +31,10 @@ class Detector:
         """Faces in an HxWx3 uint8 BGR image, boxes in that image's pixels, best score first."""
         raise NotImplementedError
 
+    def reset(self) -> None:
+        """Forget what earlier frames showed: the next image is unrelated to the last (a new still image, a video
+        seek, a camera reconnect). Detectors that follow faces from frame to frame override this."""
+
     @property
     def weights_sha256(self) -> dict[str, str]:
         return {}

@@ -240,12 +240,15 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - PIXEL_MEAN) * PIXEL_SCALE
 
 
-def _proposals(reg: torch.Tensor, prob: torch.Tensor, scale: float, threshold: float) -> torch.Tensor:
+def _proposals(reg: torch.Tensor, prob: torch.Tensor, scale: float, threshold: float,
+               first_cell_row: int = 0) -> torch.Tensor:
     """P-net windows scoring >= threshold as (K, 9) rows x1, y1, x2, y2, score, 4 offsets, in row-major order."""
     score = prob[0, 1]
     yx = (score >= threshold).nonzero()
     offsets = reg[0][:, yx[:, 0], yx[:, 1]].T
     xy = yx.flip(1).to(reg.dtype)
+    if first_cell_row:
+        xy[:, 1] += first_cell_row
     top_left = ((STRIDE * xy + 1) / scale).floor()
     bottom_right = ((STRIDE * xy + CELL) / scale).floor()
     return torch.cat([top_left, bottom_right, score[yx[:, 0], yx[:, 1], None], offsets], dim=1)
@@ -270,7 +273,7 @@ def _regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return boxes
 
 
-def _crops(boxes: torch.Tensor, sampler: AreaResampler, width: int, height: int, size: int):
+def _crops(boxes: torch.Tensor, sampler: AreaResampler, size: int):
     """The image under each box, clipped to the image (facenet's pad: no zero padding), resized to size x size.
 
     Returns the crops and the mask of boxes that still cover any pixel; the others are dropped (facenet would
@@ -279,7 +282,7 @@ def _crops(boxes: torch.Tensor, sampler: AreaResampler, width: int, height: int,
     """
     b = boxes[:, :4].trunc().int()
     x0, y0 = b[:, 0].clamp(min=1) - 1, b[:, 1].clamp(min=1) - 1
-    x1, y1 = b[:, 2].clamp(max=width), b[:, 3].clamp(max=height)
+    x1, y1 = b[:, 2].clamp(max=sampler.width), b[:, 3].clamp(max=sampler.height)
     valid = (x1 > x0) & (y1 > y0)
     if not bool(valid.all()):
         x0, y0, x1, y1 = x0[valid], y0[valid], x1[valid], y1[valid]
@@ -308,47 +311,66 @@ def detect_faces(
     first. Landmarks, left/right as seen in the image: left eye, right eye, nose, left and right mouth corner.
     """
     height, width = image.shape[:2]
-    no_faces = torch.zeros(0, 5, device=device), torch.zeros(0, 5, 2, device=device)
     sampler = AreaResampler(image, device, bgr)
+    found = [pnet_windows(sampler, pnet, scale, thresholds[0])
+             for scale in pyramid_scales(height, width, min_face_size, factor)]
+    boxes = rnet_stage(pnet_candidates(found, device), sampler, rnet, thresholds[1])
+    return onet_stage(boxes, sampler, onet, thresholds[2])
 
-    # Stage 1: P-net over the pyramid; NMS per scale, then across scales.
-    per_scale = []
-    for scale in pyramid_scales(height, width, min_face_size, factor):
-        level = _normalize(sampler.resize(int(height * scale + 1), int(width * scale + 1)))
-        reg, prob = pnet(level)
-        found = _proposals(reg, prob, scale, thresholds[0])
-        per_scale.append(found[nms(found, found[:, 4], NMS_PER_SCALE)])
-    boxes = torch.cat(per_scale) if per_scale else torch.zeros(0, 9, device=device)
+
+def pnet_windows(sampler: AreaResampler, pnet: PNet, scale: float, threshold: float,
+                 rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """Stage 1 at one pyramid scale: P-net windows scoring >= threshold, NMS'd, as (K, 9) rows (see _proposals).
+
+    `rows` = (first, end) limits the work to that band of the level's rows; `first` must be even (P-net's stride),
+    and bands that overlap by CELL - STRIDE rows together see every window the whole level has.
+    """
+    level_h, level_w = int(sampler.height * scale + 1), int(sampler.width * scale + 1)
+    level = sampler.resize(level_h, level_w)
+    first = 0
+    if rows is not None:
+        first, end = rows
+        level = level[:, :, first:end]
+    reg, prob = pnet(_normalize(level))
+    found = _proposals(reg, prob, scale, threshold, first // STRIDE)
+    return found[nms(found, found[:, 4], NMS_PER_SCALE)]
+
+
+def pnet_candidates(found: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """P-net windows of all scales -> NMS across scales, P-net's box offsets applied, squared: R-net's input."""
+    boxes = torch.cat(found) if found else torch.zeros(0, 9, device=device)
     boxes = boxes[nms(boxes, boxes[:, 4], NMS_ACROSS_SCALES)]
-    if not len(boxes):
-        return no_faces
     # P-net offsets are relative to the exclusive box size, unlike the later stages.
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     corners = boxes[:, :4] + boxes[:, 5:9] * torch.stack([w, h, w, h], dim=1)
-    boxes = _square(torch.cat([corners, boxes[:, 4:5]], dim=1))
+    return _square(torch.cat([corners, boxes[:, 4:5]], dim=1))
 
-    # Stage 2: R-net on 24x24 crops.
-    crops, valid = _crops(boxes, sampler, width, height, 24)
+
+def rnet_stage(boxes: torch.Tensor, sampler: AreaResampler, rnet: RNet, threshold: float) -> torch.Tensor:
+    """Stage 2: R-net on 24x24 crops of the candidate boxes (N, >=4); the survivors regressed and squared (M, 5)."""
+    crops, valid = _crops(boxes, sampler, 24)
     boxes = boxes[valid]
     if not len(boxes):
-        return no_faces
+        return boxes.new_zeros(0, 5)
     offsets, prob = _batched(rnet, crops)
-    passed = prob[:, 1] > thresholds[1]
+    passed = prob[:, 1] > threshold
     boxes = torch.cat([boxes[passed, :4], prob[passed, 1:2]], dim=1)
     offsets = offsets[passed]
     keep = nms(boxes, boxes[:, 4], NMS_RNET)
-    boxes = _square(_regress(boxes[keep], offsets[keep]))
-    if not len(boxes):
-        return no_faces
+    return _square(_regress(boxes[keep], offsets[keep]))
 
-    # Stage 3: O-net on 48x48 crops; landmarks from the box before its final regression.
-    crops, valid = _crops(boxes, sampler, width, height, 48)
+
+def onet_stage(boxes: torch.Tensor, sampler: AreaResampler, onet: ONet,
+               threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 3: O-net on 48x48 crops of square boxes (N, >=4) -> faces (M, 5) and landmarks (M, 5, 2), best first.
+    Landmarks come from the box before its final regression, as in facenet."""
+    crops, valid = _crops(boxes, sampler, 48)
     boxes = boxes[valid]
     if not len(boxes):
-        return no_faces
+        return boxes.new_zeros(0, 5), boxes.new_zeros(0, 5, 2)
     offsets, marks, prob = _batched(onet, crops)
-    passed = prob[:, 1] > thresholds[2]
+    passed = prob[:, 1] > threshold
     boxes = torch.cat([boxes[passed, :4], prob[passed, 1:2]], dim=1)
     offsets, marks = offsets[passed], marks[passed]
     w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
