@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -187,6 +189,41 @@ def test_detector_max_side_maps_boxes_back(capsys, stand_ins, scenes):
     assert (r["max_side"], r["true_positives"], r["ap50"]) == (160, 1, 1.0)
 
 
+def test_detector_as_height_scales_image_and_boxes(capsys, stand_ins, scenes):
+    # b.png is 320x240 with an 80x80 face at (10, 10); as a 480 px high frame everything doubles: a 160x160 face
+    # at (20, 20), which --min-height 100 keeps (it would drop the original 80 px one) and the width bins see as
+    # >=80. With --max-side 160 the detector sees 160x120, a quarter of the frame; its box maps back to the frame.
+    write_csv(scenes / "boxes.csv", "file,x1,y1,x2,y2", [("b.png", 10, 10, 90, 90)])
+    write_csv(scenes / "images.csv", "file", [("b.png",)])
+    argv = ["eval", "detector", "--boxes", str(scenes / "boxes.csv"), "--ignore", str(scenes / "ignore.csv"),
+            "--min-height", "100", *stand_ins]
+    code, r = run_json(capsys, argv)
+    assert (r["as_height"], r["min_height"], r["n_gt"], r["n_ignore"]) == (None, 100, 0, 2)
+    for extra in ([], ["--max-side", "160"]):
+        code, r = run_json(capsys, argv + ["--as-height", "480", *extra])
+        assert (r["as_height"], r["n_gt"], r["n_ignore"], r["true_positives"], r["ap50"]) == (480, 1, 1, 1, 1.0)
+        # The 10 px blob on the ignore box is 20 px in the frame, and the ignore box scaled with it.
+        assert (r["ignored_detections"], r["false_positives"]) == (1, 0)
+        assert [b["n_gt"] for b in r["by_size"]] == [0, 0, 0, 0, 1]
+    assert main(argv + ["--as-height", "480", "--max-side", "160"]) == 0
+    assert "(as 480px high, min-height 100px, max-side 160px)" in capsys.readouterr().out
+
+
+class ResetCounter(BlobDetector):
+    name = "test-reset-counter"
+    resets = 0
+
+    def reset(self):
+        type(self).resets += 1
+
+
+def test_detector_is_reset_before_each_image(capsys, monkeypatch, scenes):
+    monkeypatch.setitem(DETECTORS._items, ResetCounter.name, ResetCounter)
+    code, r = run_json(capsys, ["eval", "detector", "--boxes", str(scenes / "boxes.csv"), "--detector",
+                                ResetCounter.name])
+    assert r["images"] == 3 and ResetCounter.resets == 3
+
+
 # --- the real models ---------------------------------------------------------------------------------------------
 
 @pytest.mark.data
@@ -214,3 +251,51 @@ def test_mtcnn_on_boxes(capsys, data_dir, models_dir, monkeypatch):
     assert code == 0 and r["detector"] == "mtcnn"
     assert (r["images"], r["unreadable"], r["n_gt"]) == (4, 0, 18)
     assert r["ap50"] > 0.8 and r["recall"] > 0.8
+
+
+@pytest.mark.data
+@pytest.mark.weights
+def test_mtcnn_as_height_equals_really_resized_images(capsys, data_dir, models_dir, monkeypatch, tmp_path):
+    """--as-height on the shared images scores as the same images really resized to that height would."""
+    monkeypatch.setenv("EMOCAM_MODELS", str(models_dir))
+    shared = data_dir / "eval/boxes"
+    # 500x375 (upscaled 2.88x: seven ~37 px faces become ~110 px) and 1024x577 (1.87x: 5 of 7 faces >= 80 px,
+    # the other 2 ignored).
+    names = ["images/dlib_2007_007763.jpg", "images/wider_13_Interview_Interview_Sequences_13_209.jpg"]
+    height = 1080
+    rows = [r for r in csv.DictReader((shared / "boxes.csv").open()) if r["file"] in names]
+    kept = 0
+    originals, resized = [], []
+    for name in names:
+        image = cv2.imread(str(shared / name))
+        h, w = image.shape[:2]
+        k = height / h
+        big = cv2.resize(image, (round(w * k), height), interpolation=cv2.INTER_LINEAR)
+        cv2.imwrite(str(tmp_path / Path(name).with_suffix(".png").name), big)
+        for r in (r for r in rows if r["file"] == name):
+            x1, y1, x2, y2 = (float(r[c]) for c in ("x1", "y1", "x2", "y2"))
+            originals.append((shared / name, x1, y1, x2, y2))
+            resized.append((Path(name).with_suffix(".png").name, x1 * k, y1 * k, x2 * k, y2 * k))
+            kept += (y2 - y1) * k >= 80
+    (tmp_path / "orig").mkdir()
+    write_csv(tmp_path / "orig/boxes.csv", "file,x1,y1,x2,y2", originals)
+    write_csv(tmp_path / "boxes.csv", "file,x1,y1,x2,y2", resized)
+
+    def scores(boxes, *extra):
+        code, r = run_json(capsys, ["eval", "detector", "--boxes", str(boxes), "--detector", "mtcnn",
+                                    "--min-height", "80", *extra])
+        assert code == 0 and r["images"] == 2
+        return r
+
+    keys = ("n_gt", "n_ignore", "detections", "true_positives", "false_positives", "ap50", "recall")
+    # At full resolution both ways hand mtcnn the same pixels: the same numbers.
+    ours = scores(tmp_path / "orig/boxes.csv", "--as-height", str(height))
+    assert ours["n_gt"] == kept == 12
+    assert ours["true_positives"] >= 10
+    assert {k: ours[k] for k in keys} == pytest.approx({k: scores(tmp_path / "boxes.csv")[k] for k in keys})
+    # With --max-side 640 ours resizes once, the other way twice: nearly the same pixels.
+    ours = scores(tmp_path / "orig/boxes.csv", "--as-height", str(height), "--max-side", "640")
+    theirs = scores(tmp_path / "boxes.csv", "--max-side", "640")
+    assert (ours["n_gt"], ours["n_ignore"]) == (theirs["n_gt"], theirs["n_ignore"]) == (kept, 2)
+    assert abs(ours["true_positives"] - theirs["true_positives"]) <= 1
+    assert ours["ap50"] == pytest.approx(theirs["ap50"], abs=0.1)

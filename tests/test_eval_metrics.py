@@ -14,6 +14,7 @@ from emocam.evaluate.detection import (
     box_iou,
     evaluate_detections,
     match_image,
+    split_small,
     voc_ap,
 )
 
@@ -132,6 +133,21 @@ def test_min_size_turns_small_faces_into_ignore():
     assert m.ap == pytest.approx(1.0) and (m.n_gt, m.n_ignore) == (1, 1)
     m = evaluate_detections([both], min_size=15)
     assert m.ap == pytest.approx(1.0) and m.ignored_detections == 1 and m.false_positives == 0
+
+
+def test_min_height_turns_short_faces_into_ignore():
+    # A wide, short face (40x10) and a narrow, tall one (10x40): --min-height 20 ignores the first only, by height
+    # alone (min_size, by width, would ignore the second); both together ignore both.
+    wide, tall = [0, 0, 40, 10], [100, 0, 110, 40]
+    case = image(gt=[wide, tall], dets=[(wide, 0.9), (tall, 0.8)])
+    m = evaluate_detections([case], min_height=20)
+    assert (m.n_gt, m.n_ignore, m.true_positives, m.ignored_detections) == (1, 1, 1, 1)
+    assert [b.n_gt for b in m.by_size] == [0, 1, 0, 0, 0]  # the bins stay by width: the 10 px wide face
+    m = evaluate_detections([case], min_size=20)
+    assert [b.n_gt for b in m.by_size] == [0, 0, 0, 1, 0]
+    assert evaluate_detections([case], min_size=20, min_height=20).n_gt == 0
+    gt, ignore = split_small(np.array([wide, tall], float), np.array([B], float), 0, min_height=20)
+    assert gt.tolist() == [tall] and ignore.tolist() == [B, wide]
 
 
 def test_empty_images():

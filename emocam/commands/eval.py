@@ -39,8 +39,14 @@ recall and precision at all detections, counts, images/s (detector time only) an
 
 Matching, per image, best score first: a detection takes the unmatched face it overlaps most if IoU >= 0.5
 (true positive); otherwise, if it overlaps an --ignore box with IoU >= 0.5 it counts neither way; otherwise
-it is a false positive (so is a second detection of one face). --min-size PX turns faces narrower than PX
-into ignore boxes.
+it is a false positive (so is a second detection of one face). --min-size PX turns faces narrower than PX,
+--min-height PX faces shorter than PX, into ignore boxes.
+
+--as-height H scores each image as if it were a frame H pixels high (e.g. 1080 for a 1080p webcam): the image
+and its boxes are scaled by H / image height, and --max-side then applies to that frame, as the live path
+applies detector.max_side to a camera frame (the image is resized once, straight to the size detected on).
+Boxes, --min-size, --min-height and the width bins are then in that frame's pixels: "webcam-distance faces,
+at least 80 px tall in a 1080p frame" is --as-height 1080 --min-height 80 --max-side 640.
 
 Images: those named in --boxes and --ignore, plus every file of --images (default: images.csv beside
 --boxes, when there is one). An image with no face row is evaluated too: whatever is found there is a
@@ -70,6 +76,10 @@ def register(sub, parents) -> None:
     d.add_argument("--images", type=Path, metavar="CSV",
                    help="CSV with a file column listing every image, faces or not (default: images.csv beside --boxes)")
     d.add_argument("--min-size", type=float, default=0.0, metavar="PX", help="faces narrower than PX count as ignore")
+    d.add_argument("--min-height", type=float, default=0.0, metavar="PX",
+                   help="faces shorter than PX count as ignore")
+    d.add_argument("--as-height", type=_positive, metavar="H",
+                   help="treat each image as a frame H pixels high, its boxes scaled with it (see above)")
     d.add_argument("--max-side", type=int, default=0, metavar="PX",
                    help="detect on a copy downscaled to at most PX on the longer side, as the live path does with "
                         "detector.max_side (default: full resolution)")
@@ -205,18 +215,23 @@ def run_detector(args: argparse.Namespace, cfg: Config) -> int:
         except UnreadableImage as exc:
             _note_unreadable(unreadable, name, exc)
             continue
+        # Each still image is unrelated to the one before: a detector that follows faces must not carry them over.
+        detector.reset()
         t = time.perf_counter()
-        boxes, scores = _detect(detector, image, args.max_side)
+        boxes, scores, scale = _detect(detector, image, args.max_side, args.as_height)
         model_s += time.perf_counter() - t
-        evaluated.append(ImageDetections(faces.get(name, empty), ignore.get(name, empty), boxes, scores))
+        evaluated.append(ImageDetections(faces.get(name, empty) * scale, ignore.get(name, empty) * scale, boxes,
+                                         scores))
 
-    metrics = evaluate_detections(evaluated, IOU_THRESHOLD, min_size=args.min_size)
+    metrics = evaluate_detections(evaluated, IOU_THRESHOLD, min_size=args.min_size, min_height=args.min_height)
     report = {
         "detector": detector.name,
         "boxes": str(args.boxes),
         "ignore": None if args.ignore is None else str(args.ignore),
         "images_csv": str(images_csv) if listed else None,
+        "as_height": args.as_height,
         "min_size": args.min_size,
+        "min_height": args.min_height,
         "max_side": args.max_side or None,
         "iou_threshold": IOU_THRESHOLD,
         "images": len(evaluated),
@@ -250,15 +265,23 @@ def _build_detector(cfg: Config, name: str | None, weights: str | None):
     return DETECTORS.get(name)(options, select_device(cfg.runtime), WeightStore(cfg.models_dir))
 
 
-def _detect(detector, image: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (in the image's pixels) and scores; with max_side, found on a downscaled copy as the live path does."""
+def _detect(detector, image: np.ndarray, max_side: int,
+            as_height: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Boxes and scores in the pixels of the evaluated frame, and the scale from the image to that frame.
+
+    The frame is the image, or with as_height the image scaled to as_height rows. With max_side the detector sees
+    a copy of the frame downscaled to at most max_side on the longer side, as the live path does. The image is
+    resized once, straight to the size detected on: a frame upscaled first would only add time."""
     h, w = image.shape[:2]
-    k = min(1.0, max_side / max(h, w)) if max_side else 1.0
-    if k < 1.0:
-        image = cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_LINEAR)
+    scale = as_height / h if as_height else 1.0
+    frame_h, frame_w = round(h * scale), round(w * scale)
+    k = min(1.0, max_side / max(frame_h, frame_w)) if max_side else 1.0
+    size = (round(frame_w * k), round(frame_h * k)) if k < 1.0 else (frame_w, frame_h)
+    if size != (w, h):
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     found = detector.detect(image)
     boxes = np.array([f.box for f in found], dtype=np.float64).reshape(-1, 4) / k
-    return boxes, np.array([f.score for f in found], dtype=np.float64)
+    return boxes, np.array([f.score for f in found], dtype=np.float64), scale
 
 
 def _read_boxes(path: Path) -> dict[str, np.ndarray]:
@@ -274,9 +297,12 @@ def _read_boxes(path: Path) -> dict[str, np.ndarray]:
 
 def _detector_table(r: dict) -> str:
     rate = f", {r['images_per_s']} images/s" if r["images_per_s"] else ""
-    settings = [f"min-size {r['min_size']:g}px" if r["min_size"] else "all faces",
+    limits = [f"min-size {r['min_size']:g}px" if r["min_size"] else "",
+              f"min-height {r['min_height']:g}px" if r["min_height"] else ""]
+    settings = [f"as {r['as_height']}px high" if r["as_height"] else "",
+                " ".join(x for x in limits if x) or "all faces",
                 f"max-side {r['max_side']}px" if r["max_side"] else "full resolution"]
-    lines = [f"{r['detector']} on {r['boxes']} ({', '.join(settings)}): "
+    lines = [f"{r['detector']} on {r['boxes']} ({', '.join(x for x in settings if x)}): "
              f"{r['images']} images ({r['unreadable']} unreadable){rate}",
              f"AP@{r['iou_threshold']:g} {_fmt(r['ap50'])}   recall {_fmt(r['recall'])}   "
              f"precision {_fmt(r['precision'])}",

@@ -64,7 +64,7 @@ class DetectionMetrics:
     recall: float | None  # at all detections
     precision: float | None  # at all detections, ignored ones left out
     n_gt: int
-    n_ignore: int  # ignore regions, including ground truth turned into ignore by min_size
+    n_ignore: int  # ignore regions, including ground truth turned into ignore by min_size or min_height
     n_detections: int
     true_positives: int
     false_positives: int
@@ -139,20 +139,25 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(np.sum((mrec[steps] - mrec[steps - 1]) * mpre[steps]))
 
 
-def split_small(gt: np.ndarray, ignore: np.ndarray, min_size: float) -> tuple[np.ndarray, np.ndarray]:
-    """Ground truth narrower than min_size pixels moves to the ignore regions."""
+def split_small(gt: np.ndarray, ignore: np.ndarray, min_size: float,
+                min_height: float = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Ground truth narrower than min_size or shorter than min_height pixels moves to the ignore regions."""
     gt, ignore = _boxes(gt), _boxes(ignore)
-    small = (gt[:, 2] - gt[:, 0]) < min_size
+    small = ((gt[:, 2] - gt[:, 0]) < min_size) | ((gt[:, 3] - gt[:, 1]) < min_height)
     return gt[~small], np.concatenate([ignore, gt[small]])
 
 
 def evaluate_detections(images: Sequence[ImageDetections], iou_threshold: float = IOU_THRESHOLD,
-                        min_size: float = 0, size_edges: Sequence[float] = SIZE_EDGES) -> DetectionMetrics:
-    """AP, recall and precision over all images, detections of all images ranked together by score."""
+                        min_size: float = 0, size_edges: Sequence[float] = SIZE_EDGES,
+                        min_height: float = 0) -> DetectionMetrics:
+    """AP, recall and precision over all images, detections of all images ranked together by score.
+
+    Faces narrower than min_size or shorter than min_height pixels count as ignore regions."""
     scores, outcomes, gt_widths, gt_found = [], [], [], []
     n_ignore = 0
-    if min_size > 0:
-        images = [ImageDetections(*split_small(im.gt, im.ignore, min_size), im.boxes, im.scores) for im in images]
+    if min_size > 0 or min_height > 0:
+        images = [ImageDetections(*split_small(im.gt, im.ignore, min_size, min_height), im.boxes, im.scores)
+                  for im in images]
     for image in images:
         outcome, found = match_image(image, iou_threshold)
         scores.append(image.scores)
