@@ -63,6 +63,11 @@ class RateMeter:
         return float(np.percentile(values, q)) if values else 0.0
 
 
+def _ms_percentiles(meter: RateMeter) -> dict:
+    """p50 and p95 of a meter's recent durations, in ms."""
+    return {"p50": round(1000 * meter.percentile(50), 2), "p95": round(1000 * meter.percentile(95), 2)}
+
+
 @dataclass
 class Backoff:
     first_s: float = 0.5
@@ -123,6 +128,9 @@ class Pipeline:
         self.latest: Mailbox[Analysis] = Mailbox()  # analysis -> publish
         self.fps_in, self.fps_out, self.inference = RateMeter(), RateMeter(), RateMeter()
         self.latency = RateMeter()
+        # Per analysed frame, only when the stage ran: tracked frames skip detection, frames without faces
+        # skip classification.
+        self.detect_time, self.classify_time = RateMeter(), RateMeter()
         self.source_state = "starting"
         self.error: str | None = None
         self.started_at = 0.0
@@ -304,11 +312,17 @@ class Pipeline:
         image = frame.image
         tracked = self.tracker.active
         if n % self.detect_interval == 0 or not tracked:
+            started = time.monotonic()
             faces = analyzer.detect(image)
+            done = time.monotonic()
+            self.detect_time.tick(done, done - started)
         else:
             faces = [replace(f, probs=None, track_id=None) for f in tracked]
         if faces:
+            started = time.monotonic()
             faces = (self.explainer or analyzer.classifier).classify(image, faces)
+            done = time.monotonic()
+            self.classify_time.tick(done, done - started)
         faces = self.tracker.update(faces, frame.timestamp)
         if self.explainer is not None:
             faces = self.explainer.smooth(faces)  # per track id, so after the tracker
@@ -416,6 +430,8 @@ class Pipeline:
             "inference_hz": round(self.inference.rate(), 2),
             "latency_ms_p50": round(1000 * self.latency.percentile(50), 2),
             "latency_ms_p95": round(1000 * self.latency.percentile(95), 2),
+            "detect_ms": _ms_percentiles(self.detect_time),
+            "classify_ms": _ms_percentiles(self.classify_time),
             "preset": control.preset,
             "hidden": sorted(control.hidden),
             "selection": control.selection,

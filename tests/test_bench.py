@@ -5,13 +5,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def bench(data_dir, *args):
-    video = data_dir / "eval" / "videos" / "pyfeat_single_face.mp4"
+def bench(data_dir, *args, source="eval/videos/pyfeat_single_face.mp4"):
+    path = data_dir / source
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
     out = subprocess.run([sys.executable, "-m", "emocam", "-q", "--config", str(ROOT / "config.toml"), "bench",
-                          "--source", str(video), "--width", "640", "--height", "360", "--warmup", "1", "--json",
+                          "--source", str(path), "--width", "640", "--height", "360", "--warmup", "1", "--json",
                           *args], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
@@ -22,7 +26,16 @@ def test_bench_with_naive_side_by_side(data_dir, models_dir):
     for key in ("output_fps", "inference_hz", "latency_ms_p50", "latency_ms_p95", "cpu_percent", "peak_rss_mb"):
         assert doc[key] is not None and doc[key] >= 0
     assert doc["output_fps"] > 0 and doc["naive"]["output_fps"] > 0
+    assert doc["source_kind"] == "video" and doc["faces_mean"] > 0.5 and doc["detect_ms_p50"] > 0
     assert doc["output_fps_ratio_pipeline_over_naive"] == round(doc["output_fps"] / doc["naive"]["output_fps"], 2)
+
+
+def test_bench_on_a_still_image_sees_its_five_faces(data_dir, models_dir):
+    doc = bench(data_dir, "--seconds", "2", source="eval/group_photos/pyfeat_multi_face.jpg")
+    assert doc["source_kind"] == "image" and doc["output_fps"] > 0
+    assert 4.5 <= doc["faces_mean"] <= 5.5 and doc["faces_last"] == 5
+    for stage in ("detect_ms", "classify_ms"):
+        assert 0 < doc[f"{stage}_p50"] <= doc[f"{stage}_p95"]
 
 
 def test_bench_soak_reports_memory_over_time(data_dir, models_dir):

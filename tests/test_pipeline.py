@@ -100,6 +100,16 @@ def test_overlays_are_drawn_where_the_face_is(demo_run):
         assert out.image[y1 + 5:y1 + 20, x2 + 20:x2 + 60].mean() < 120
 
 
+def test_status_reports_detection_and_classification_times(demo_run):
+    pipeline, _ = demo_run
+    status = json.loads(json.dumps(pipeline.status()))  # as the daemon writes it for `emocam status`
+    for stage in ("detect_ms", "classify_ms"):
+        assert 0 < status[stage]["p50"] <= status[stage]["p95"]
+    # One duration per analysed frame that ran the stage: the demo face is found in most of them.
+    assert 0.8 * pipeline.inference.count <= pipeline.classify_time.count <= pipeline.detect_time.count
+    assert pipeline.detect_time.count <= pipeline.inference.count
+
+
 def test_recording_decodes_to_the_frames_written_and_log_matches(demo_run):
     pipeline, collector = demo_run
     session = pipeline.session_dir

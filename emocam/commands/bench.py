@@ -1,12 +1,14 @@
-"""emocam bench: the real pipeline on a real video at camera pace, measured."""
+"""emocam bench: the real pipeline on a real video or still image at camera pace, measured."""
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,12 +20,15 @@ NULL_BACKEND = "emocam-null"
 
 
 def register(sub, parents) -> None:
-    p = sub.add_parser("bench", parents=parents, help="measure the live pipeline on a video",
-                       description="Feeds a video, scaled to WIDTHxHEIGHT and paced at FPS like a camera, through "
-                                   "the real pipeline (default models, the chosen preset) into the real pyvirtualcam "
-                                   "Camera class with a null backend, and reports output fps, inference rate, "
-                                   "capture-to-publish latency, CPU and memory.")
-    p.add_argument("--source", required=True, type=Path, metavar="FILE", help="video file (looped)")
+    p = sub.add_parser("bench", parents=parents, help="measure the live pipeline on a video or still image",
+                       description="Feeds a video, or a still image as a camera shows a static scene, scaled to "
+                                   "WIDTHxHEIGHT and paced at FPS like a camera, through the real pipeline (default "
+                                   "models, the chosen preset) into the real pyvirtualcam Camera class with a null "
+                                   "backend, and reports output fps, inference rate, capture-to-publish latency, "
+                                   "detection and classification times, faces, CPU and memory.")
+    p.add_argument("--source", required=True, type=Path, metavar="FILE",
+                   help="video file (looped) or still image (jpg, png, ...: decoded from its file on every frame, "
+                        "letterboxed to WIDTHxHEIGHT)")
     p.add_argument("--width", type=int, default=1920)
     p.add_argument("--height", type=int, default=1080)
     p.add_argument("--fps", type=float, default=30.0)
@@ -82,16 +87,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from emocam.daemon import build_pipeline
     from emocam.errors import EmoCamError
     from emocam.pipeline import RateMeter
+    from emocam.sources.images import EXTENSIONS as IMAGE_EXTENSIONS
 
     if not args.source.is_file():
-        raise EmoCamError(f"--source {args.source}: no such video file")
+        raise EmoCamError(f"--source {args.source}: no such file")
+    still = args.source.suffix.lower() in IMAGE_EXTENSIONS
+    if still and args.mjpeg:
+        raise EmoCamError("--mjpeg is for a video source: a still image is decoded from its file on every frame")
     _register_null_backend()
     sinks = ["virtualcam"] + (["recorder"] if args.record else [])
-    overrides = args.overrides + [
-        "source.name=video", f"source.video.path={json.dumps(str(args.source.resolve()))}",
-        'source.video.pacing="realtime"', "source.video.loop=true", f"source.video.fps={args.fps}",
-        f"source.video.width={args.width}", f"source.video.height={args.height}",
-        f"source.video.mjpeg_emulation={'true' if args.mjpeg else 'false'}",
+    overrides = args.overrides + _source_overrides(args, still) + [
         f'sinks.virtualcam.backend="{NULL_BACKEND}"', "sinks.enabled=[" + ", ".join(f'"{s}"' for s in sinks) + "]",
         'sinks.on_error="exit"', f'output.preset="{args.preset}"',
     ]
@@ -100,30 +105,45 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     with tempfile.TemporaryDirectory(prefix="emocam-bench-") as tmp:
         pipeline = build_pipeline(cfg, session_dir=Path(tmp))
         total = args.warmup + seconds
-        pipeline.latency = RateMeter(keep=int(total * args.fps * 2) + 100)
+        # Every value of the run kept, so the measured window can be cut out of them.
+        keep = int(total * args.fps * 2) + 100
+        pipeline.latency, pipeline.detect_time, pipeline.classify_time = (RateMeter(keep=keep) for _ in range(3))
+        faces = _FaceCounter()
+        pipeline.analysis_hooks.append(faces)
         pipeline.start()
         try:
             time.sleep(args.warmup)
             start_wall, start_cpu = time.monotonic(), _cpu_seconds()
             out0, inf0, lat0 = pipeline.fps_out.count, pipeline.inference.count, len(pipeline.latency.values)
+            det0, cls0 = len(pipeline.detect_time.values), len(pipeline.classify_time.values)
+            faces0 = faces.snapshot()
             timeline = _soak(pipeline, seconds, args.sample_s) if args.minutes else None
             if not args.minutes:
                 time.sleep(seconds)
             wall, cpu = time.monotonic() - start_wall, _cpu_seconds() - start_cpu
             out1, inf1 = pipeline.fps_out.count, pipeline.inference.count
             latencies = np.array(list(pipeline.latency.values)[lat0:]) * 1000
+            detect_ms = np.array(list(pipeline.detect_time.values)[det0:]) * 1000
+            classify_ms = np.array(list(pipeline.classify_time.values)[cls0:]) * 1000
+            analysed, found = (b - a for a, b in zip(faces0, faces.snapshot()))
             status = pipeline.status()
         finally:
             pipeline.close()
         naive = _naive(pipeline, cfg, seconds) if args.naive else None
     result = {
-        "source": str(args.source), "width": args.width, "height": args.height, "fps": args.fps,
+        "source": str(args.source), "source_kind": "image" if still else "video",
+        "width": args.width, "height": args.height, "fps": args.fps,
         "preset": args.preset, "record": args.record, "mjpeg": args.mjpeg, "seconds": round(wall, 2),
         "detector": cfg.detector.name, "classifier": cfg.classifier.name,
         "output_fps": round((out1 - out0) / wall, 2),
         "inference_hz": round((inf1 - inf0) / wall, 2),
-        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 2) if latencies.size else None,
-        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 2) if latencies.size else None,
+        "latency_ms_p50": _percentile(latencies, 50),
+        "latency_ms_p95": _percentile(latencies, 95),
+        "detect_ms_p50": _percentile(detect_ms, 50),
+        "detect_ms_p95": _percentile(detect_ms, 95),
+        "classify_ms_p50": _percentile(classify_ms, 50),
+        "classify_ms_p95": _percentile(classify_ms, 95),
+        "faces_mean": round(found / analysed, 2) if analysed else None,
         "cpu_percent": round(100 * cpu / wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "faces_last": status["faces"],
@@ -144,6 +164,42 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         for key, value in result.items():
             print(f"{key:28s} {value}")
     return 0
+
+
+def _source_overrides(args: argparse.Namespace, still: bool) -> list[str]:
+    """A video plays through the video source; a still image through the images source, which decodes it from its
+    file on every frame (as a camera delivers every frame anew) and letterboxes it, keeping faces undistorted."""
+    if still:
+        # Escaped: the images source reads its path as a glob.
+        path = json.dumps(glob.escape(str(args.source.resolve())))
+        return ["source.name=images", f"source.images.path={path}", 'source.images.pacing="realtime"',
+                "source.images.loop=true", f"source.images.fps={args.fps}",
+                f"source.images.width={args.width}", f"source.images.height={args.height}"]
+    return ["source.name=video", f"source.video.path={json.dumps(str(args.source.resolve()))}",
+            'source.video.pacing="realtime"', "source.video.loop=true", f"source.video.fps={args.fps}",
+            f"source.video.width={args.width}", f"source.video.height={args.height}",
+            f"source.video.mjpeg_emulation={'true' if args.mjpeg else 'false'}"]
+
+
+class _FaceCounter:
+    """An analysis hook counting analysed frames and the faces found in them."""
+
+    def __init__(self):
+        self.frames = self.faces = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, frame, analysis) -> None:
+        with self._lock:
+            self.frames += 1
+            self.faces += len(analysis.faces)
+
+    def snapshot(self) -> tuple[int, int]:
+        with self._lock:
+            return self.frames, self.faces
+
+
+def _percentile(values: np.ndarray, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values.size else None
 
 
 def _rss_mb() -> float:
