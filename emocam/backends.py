@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from emocam.classify import CLASSIFIERS, Classifier
 from emocam.config import Config
 from emocam.detect import DETECTORS, Detector
@@ -18,4 +20,8 @@ def build_detector(cfg: Config, name: str | None = None) -> Detector:
 def build_classifier(cfg: Config, name: str | None = None) -> Classifier:
     name = name or cfg.classifier.name
     cls = CLASSIFIERS.get(name)
-    return cls(cfg.classifier.options(name), select_device(cfg.runtime), WeightStore(cfg.models_dir))
+    device = select_device(cfg.runtime)
+    classifier = cls(cfg.classifier.options(name), device, WeightStore(cfg.models_dir))
+    if cfg.runtime.half and device.type == "cuda":
+        classifier.precision = torch.float16
+    return classifier

@@ -28,6 +28,7 @@ class RuntimeConfig(Strict):
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     torch_threads: int = Field(2, ge=1, le=256)
     models_dir: Path = Path("models")
+    half: bool = True
 
 
 class LoggingConfig(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 import numpy as np
@@ -26,11 +27,19 @@ class Classifier:
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
     model: torch.nn.Module
+    # Reduced precision for forward passes (torch.float16 on CUDA when runtime.half); None = float32.
+    precision: torch.dtype | None = None
 
     def __init__(self, options: BaseModel, device: torch.device, weights: WeightStore):
         self.options = options
         self.device = device
         self.weights = weights
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context every forward pass of this model (classification or maps) runs in."""
+        if self.precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.precision)
 
     def crop(self, frame_bgr: np.ndarray, face: Face) -> np.ndarray:
         raise NotImplementedError
@@ -49,7 +58,8 @@ class Classifier:
         """(N, 7) probabilities in EMOTIONS order for already-cut face crops."""
         if not crops_bgr:
             return np.zeros((0, 7), np.float32)
-        logits = self.model(self.preprocess(crops_bgr).to(self.device))
+        with self.autocast():
+            logits = self.model(self.preprocess(crops_bgr).to(self.device))
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
     def classify(self, frame_bgr: np.ndarray, faces: list[Face]) -> list[Face]:

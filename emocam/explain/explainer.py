@@ -74,8 +74,9 @@ class Explainer:
     def forward(self, crops: list[np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One pass of the configured mode: probabilities (N, 7) and raw maps per layer (N, C, h, w)."""
         x = self.classifier.preprocess(crops).to(self.classifier.device)
-        logits, maps = self.mode(x)
-        probs = torch.softmax(logits, dim=1).cpu().numpy()
+        with self.classifier.autocast():
+            logits, maps = self.mode(x)
+        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
         return probs, {name: maps[name].cpu().numpy() for name in self.layers}
 
     def explain(self, crops: list[np.ndarray], faces: list[Face],
