@@ -330,6 +330,10 @@ def register(sub, parents) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak SGD learning rate (default {d.lr})")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help=f"on conv weights (default {d.weight_decay})")
+    p.add_argument("--erase-prob", type=float, default=d.erase_prob,
+                   help=f"share of images with a random rectangle blanked (default {d.erase_prob})")
     p.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
                    help="loss weight ~ class count^-POWER: 0 none, 1 fully balanced (default 0.5)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -359,7 +363,7 @@ def run(args: argparse.Namespace, cfg=None) -> int:
             raise EmoCamError(f"{last} exists: pass --resume to continue it or pick another --out")
         recipe = Recipe(arch=args.arch, epochs=args.epochs or Recipe.epochs, batch_size=args.batch_size, lr=args.lr,
                         label_smoothing=args.label_smoothing, class_weight_power=args.class_weight_power,
-                        seed=args.seed)
+                        weight_decay=args.weight_decay, erase_prob=args.erase_prob, seed=args.seed)
     size = VARIANTS[recipe.arch].input_size
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")
