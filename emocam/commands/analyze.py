@@ -36,6 +36,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     annotators = [ANNOTATORS.get(name)() for name in DEFAULT_ANNOTATORS] if args.out else []
     results, failed = [], []
     for path, image in read_each(args.images, failed, "analyze"):
+        analyzer.detector.reset()  # unrelated images: nothing carries over from the last one
         analysis = analyzer.analyze(image)
         record = {"file": str(path), "width": analysis.size[0], "height": analysis.size[1],
                   "faces": [f.to_json() for f in analysis.faces]}

@@ -247,6 +247,7 @@ def _naive(pipeline, cfg, seconds: float) -> dict:
                 frame = source.read()
                 if frame is None:
                     break
+                analyzer.detector.reset()  # naive: a whole search on every frame, nothing carried over
                 analysis = analyzer.analyze(frame.image, frame.index, frame.timestamp)
                 scene = frame.image.copy()
                 for annotator in preset.annotators:

@@ -78,6 +78,7 @@ def _figures(args, cfg: Config, classifier) -> int:
             h, w = frame.shape[:2]
             faces = explainer.explain([frame], [Face(np.array([0, 0, w, h], np.float32), 1.0)], [(0, 0, w, h)])
         else:
+            analyzer.detector.reset()
             faces = explainer.classify(frame, analyzer.detect(frame))
             if not faces:
                 logger.warning(f"{path}: no face found (use --crops if the image is a face crop)")

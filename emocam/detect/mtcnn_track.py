@@ -1,12 +1,14 @@
 """MTCNN that follows the faces it found, for live video: the same nets, a fraction of the work per frame.
 
 A full MTCNN pass over a frame is mostly P-net sliding over every pyramid level. Faces in a video move a little
-between frames, so this backend splits that search into pieces of about `search_budget` level pixels (whole small
-levels, bands of rows of the big ones) and runs one piece per frame, round-robin: every face size is searched
-once per cycle of a few frames at a constant cost per frame, with no frame paying for a whole pass. Faces already
-found are re-checked on every frame by O-net alone on their last box (and a wider box, for fast moves), which
-costs well under a millisecond and also re-centres the box. A tracked face whose O-net score falls below
-`track_threshold` is dropped and comes back when the search finds it again.
+between frames, so this backend spreads that search over a cycle of frames, about `search_budget` level pixels a
+frame: the small levels (near, big faces) come round every few frames, the big levels (far, small faces) less
+often and in bands of rows (see plan_search). The cost per frame is about constant, no
+frame pays for a whole pass; a near face is found within a few frames, a far one within a few dozen. Faces
+already found are re-checked on every frame by O-net alone on a square a little wider than their last box (about
+0.5 ms a face), which also re-centres the box; windows of the search that land on them go no further than R-net.
+A tracked face whose O-net score falls below `track_threshold` is dropped and comes back when the search finds it
+again.
 
 After reset() (a new still image, a new video) and whenever the frame size changes, the first frame gets the whole
 search, so a still image gets exactly the faces the plain `mtcnn` backend finds.
@@ -14,6 +16,7 @@ search, so a still image gets exactly the faces the plain `mtcnn` backend finds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,9 +31,9 @@ from emocam.nets.mtcnn import (
 )
 from emocam.types import Face
 
-# How much wider the second box is that each tracked face is re-checked in: O-net re-centres a face that moved
-# by up to about a third of its size out of its old box when it sees the whole face.
-WIDER = 1.3
+# How much wider than its last box a tracked face is re-checked in, so that O-net still sees the whole face after
+# it moved by a tenth of its size between analysed frames (faster moves are caught by the search a few frames on).
+WIDER = 1.15
 
 
 class MTCNNTrackOptions(MTCNNOptions):
@@ -38,17 +41,23 @@ class MTCNNTrackOptions(MTCNNOptions):
     # 640x360 is an 72 px face in a 1080p frame.
     min_face_size: int = Field(24, ge=12)
     # P-net input pixels searched per frame: the cost of a frame. A 640x360 frame with min_face_size 24 has ~120k
-    # level pixels in all, so 40000 searches all of it every 3-4 frames.
-    search_budget: int = Field(40_000, ge=1_000)
+    # level pixels in all. With 4000, faces over 270 / 130 / 95 / 48 / 24 px tall (at 640x360) are searched for
+    # every 4 / 8 / 16 / 32 / 64 frames: a new face near the camera shows within a few frames, one at the far
+    # end of the room within ~2 s at 30 analyses a second. ~3 ms a frame here (2 cores).
+    search_budget: int = Field(4_000, ge=1_000)
     # O-net score a tracked face must keep to stay tracked (lower than the detection threshold: a face that was
     # found once is held through harder poses).
     track_threshold: Probability = 0.5
 
 
 @dataclass(frozen=True)
-class _Piece:
+class Piece:
+    """Part of the search: one pyramid level, or a band of its rows, searched once every `period` frames."""
+
     scale: float
-    rows: tuple[int, int] | None  # band of level rows; None = the whole level
+    rows: tuple[int, int] | None  # (first row, end row) of the level; None = the whole level
+    period: int
+    area: int  # level pixels P-net reads
 
 
 @DETECTORS.register("mtcnn-track")
@@ -62,8 +71,8 @@ class MTCNNTrackDetector(MTCNNDetector):
     def reset(self) -> None:
         self._tracked = torch.zeros(0, 5)
         self._shape: tuple[int, int] | None = None
-        self._schedule: list[list[_Piece]] = []
-        self._next = 0
+        self._plan: list[list[Piece]] = []
+        self._frame = 0
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
         if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
@@ -73,18 +82,21 @@ class MTCNNTrackDetector(MTCNNDetector):
         if (height, width) != self._shape:
             self.reset()
             self._shape = (height, width)
-            self._schedule = plan_search(height, width, opts.min_face_size, opts.scale_factor, opts.search_budget)
+            self._plan = plan_search(height, width, opts.min_face_size, opts.scale_factor, opts.search_budget)
             scales = pyramid_scales(height, width, opts.min_face_size, opts.scale_factor)
-            pieces = [_Piece(scale, None) for scale in scales]
+            pieces = [(scale, None) for scale in scales]
         else:
-            pieces = self._schedule[self._next]
-            self._next = (self._next + 1) % len(self._schedule)
+            self._frame += 1
+            pieces = [(p.scale, p.rows) for p in self._plan[self._frame % len(self._plan)]]
         with torch.inference_mode():
             sampler = AreaResampler(image_bgr, self.device, bgr=True)
-            found = [pnet_windows(sampler, self.pnet, p.scale, opts.thresholds[0], p.rows) for p in pieces]
-            new = rnet_stage(pnet_candidates(found, self.device), sampler, self.rnet, opts.thresholds[1])
-            new_boxes, new_points = onet_stage(new, sampler, self.onet, opts.thresholds[2])
             old_boxes, old_points = self._recheck(sampler)
+            found = [pnet_windows(sampler, self.pnet, scale, opts.thresholds[0], rows) for scale, rows in pieces]
+            new = rnet_stage(pnet_candidates(found, self.device), sampler, self.rnet, opts.thresholds[1])
+            if len(old_boxes) and len(new):
+                # The search finds the tracked faces again; O-net has just re-checked those.
+                new = new[~(_iou(new, old_boxes) > 0.3).any(1)]
+            new_boxes, new_points = onet_stage(new, sampler, self.onet, opts.thresholds[2])
             boxes = torch.cat([new_boxes, old_boxes])
             points = torch.cat([new_points, old_points])
             keep = nms(boxes, boxes[:, 4], NMS_ONET, mode="min")
@@ -94,43 +106,58 @@ class MTCNNTrackDetector(MTCNNDetector):
         return [Face(box=box[:4].copy(), score=float(box[4]), landmarks=marks) for box, marks in zip(boxes, points)]
 
     def _recheck(self, sampler: AreaResampler) -> tuple[torch.Tensor, torch.Tensor]:
-        """O-net on each tracked face's last box and on a wider one around it; the better survives the NMS."""
+        """O-net on a slightly wider square around each tracked face's last box: its score says whether the face is
+        still there, its box regression follows the face as it moves."""
         if not len(self._tracked):
             return torch.zeros(0, 5, device=self.device), torch.zeros(0, 5, 2, device=self.device)
         last = _square(self._tracked[:, :4].clone())
         centre = (last[:, :2] + last[:, 2:]) / 2
         half = (last[:, 2:3] - last[:, 0:1]) * (WIDER / 2)
         wider = torch.cat([centre - half, centre + half], dim=1)
-        return onet_stage(torch.cat([last, wider]).to(self.device), sampler, self.onet, self.options.track_threshold)
+        return onet_stage(wider.to(self.device), sampler, self.onet, self.options.track_threshold)
 
 
-def plan_search(height: int, width: int, min_face_size: float, factor: float, budget: int) -> list[list[_Piece]]:
-    """Cut the pyramid into pieces of at most ~budget level pixels and deal them out to frames, biggest first.
+def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    lo = torch.maximum(a[:, None, :2], b[None, :, :2])
+    hi = torch.minimum(a[:, None, 2:4], b[None, :, 2:4])
+    inter = (hi - lo).clamp(min=0).prod(2)
+    area_a = (a[:, 2:4] - a[:, :2]).prod(1)
+    area_b = (b[:, 2:4] - b[:, :2]).prod(1)
+    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-6)
 
-    A level taller than the budget allows is cut into bands of rows that overlap by CELL - STRIDE rows, so that
-    every 12x12 window lies inside one band; bands start on even rows, P-net's stride.
+
+def plan_search(height: int, width: int, min_face_size: float, factor: float, budget: int) -> list[list[Piece]]:
+    """The search spread over a cycle of frames: the pieces each frame searches, about `budget` level pixels.
+
+    A level is searched whole once every `period` frames, where the period grows with the square root of its area:
+    the small levels, where near (big) faces are found, come round every frame or two, the big ones, for far faces,
+    every 8-16 frames; periods are powers of two, so that they nest in one cycle. A level bigger than half the
+    budget is cut into bands of whole rows of P-net windows (12 rows, starting every 2nd row), all of the same
+    period. Pieces are then given the phase in their period that evens out the load of the cycle's frames; few
+    pieces a frame matter too, as each P-net call has a fixed cost of ~0.2 ms.
     """
-    pieces: list[tuple[int, _Piece]] = []
-    for scale in pyramid_scales(height, width, min_face_size, factor):
-        level_h, level_w = int(height * scale + 1), int(width * scale + 1)
-        band = max(CELL, (budget // level_w) // STRIDE * STRIDE)
-        if band >= level_h:
-            pieces.append((level_h * level_w, _Piece(scale, None)))
+    levels = [(scale, int(height * scale + 1), int(width * scale + 1))
+              for scale in pyramid_scales(height, width, min_face_size, factor)]
+    roots = sum(math.sqrt(h * w) for _, h, w in levels)
+    pieces = []
+    for scale, level_h, level_w in levels:
+        area = level_h * level_w
+        period = 2 ** max(0, round(math.log2(max(1.0, math.sqrt(area) * roots / budget))))
+        starts = list(range(0, level_h - CELL + 1, STRIDE))
+        n = min(math.ceil(area / (budget / 2)), len(starts))
+        if n <= 1:
+            pieces.append(Piece(scale, None, period, area))
             continue
-        step = band - (CELL - STRIDE)
-        for first in range(0, level_h - CELL + 1, step):
-            end = min(first + band, level_h)
-            pieces.append(((end - first) * level_w, _Piece(scale, (first, end))))
-    frames: list[list[_Piece]] = []
-    loads: list[int] = []
-    for area, piece in sorted(pieces, key=lambda p: -p[0]):
-        # First fit: onto the first frame with room, else a new frame.
-        for i, load in enumerate(loads):
-            if load + area <= budget:
-                frames[i].append(piece)
-                loads[i] += area
-                break
-        else:
-            frames.append([piece])
-            loads.append(area)
+        for i in range(n):
+            group = starts[i * len(starts) // n:(i + 1) * len(starts) // n]
+            rows = (group[0], group[-1] + CELL)
+            pieces.append(Piece(scale, rows, period, (rows[1] - rows[0]) * level_w))
+    cycle = max(p.period for p in pieces)
+    frames: list[list[Piece]] = [[] for _ in range(cycle)]
+    load = [0] * cycle
+    for piece in sorted(pieces, key=lambda p: -p.area):
+        phase = min(range(piece.period), key=lambda f: max(load[f::piece.period]))
+        for f in range(phase, cycle, piece.period):
+            frames[f].append(piece)
+            load[f] += piece.area
     return frames

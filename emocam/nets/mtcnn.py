@@ -172,10 +172,13 @@ class AreaResampler:
         self.height, self.width = image.shape[:2]
         self.bgr = bgr
 
-    def resize(self, height: int, width: int) -> torch.Tensor:
-        """The whole image at height x width -> (1, 3, height, width) float32. Separable: two row/column gathers."""
+    def resize(self, height: int, width: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """The whole image at height x width -> (1, 3, height, width) float32. Separable: two row/column gathers.
+        With rows = (first, end), only those rows of it: (1, 3, end - first, width)."""
         device = self.integral.device
         r0, r1 = (v[0] for v in _bins(torch.zeros(1, dtype=torch.long, device=device), self.height, height))
+        if rows is not None:
+            r0, r1 = r0[rows[0]:rows[1]], r1[rows[0]:rows[1]]
         c0, c1 = (v[0] for v in _bins(torch.zeros(1, dtype=torch.long, device=device), self.width, width))
         rows = self.integral.index_select(0, r1) - self.integral.index_select(0, r0)
         total = rows.index_select(1, c1) - rows.index_select(1, c0)
@@ -325,14 +328,9 @@ def pnet_windows(sampler: AreaResampler, pnet: PNet, scale: float, threshold: fl
     `rows` = (first, end) limits the work to that band of the level's rows; `first` must be even (P-net's stride),
     and bands that overlap by CELL - STRIDE rows together see every window the whole level has.
     """
-    level_h, level_w = int(sampler.height * scale + 1), int(sampler.width * scale + 1)
-    level = sampler.resize(level_h, level_w)
-    first = 0
-    if rows is not None:
-        first, end = rows
-        level = level[:, :, first:end]
+    level = sampler.resize(int(sampler.height * scale + 1), int(sampler.width * scale + 1), rows)
     reg, prob = pnet(_normalize(level))
-    found = _proposals(reg, prob, scale, threshold, first // STRIDE)
+    found = _proposals(reg, prob, scale, threshold, rows[0] // STRIDE if rows else 0)
     return found[nms(found, found[:, 4], NMS_PER_SCALE)]
 
 
