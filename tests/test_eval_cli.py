@@ -189,6 +189,22 @@ def test_detector_max_side_maps_boxes_back(capsys, stand_ins, scenes):
     assert (r["max_side"], r["true_positives"], r["ap50"]) == (160, 1, 1.0)
 
 
+def test_detector_where_turns_other_rows_into_ignore_boxes(capsys, stand_ins, scenes):
+    write_csv(scenes / "boxes.csv", "file,x1,y1,x2,y2,blur",
+              [("a.png", 10, 10, 60, 60, "0"), ("a.png", 100, 10, 130, 40, "2"), ("b.png", 10, 10, 90, 90, "")])
+    argv = ["eval", "detector", "--boxes", str(scenes / "boxes.csv"), "--ignore", str(scenes / "ignore.csv"),
+            "--images", str(scenes / "images.csv"), *stand_ins]
+    code, r = run_json(capsys, argv + ["--where", "blur=0,1"])
+    # The blurred 30 px face is ignored; the face without the attribute stays.
+    assert (r["where"], r["n_gt"], r["n_ignore"], r["true_positives"]) == (["blur=0,1"], 2, 2, 2)
+    code, r = run_json(capsys, argv + ["--where", "blur=2"])
+    assert (r["n_gt"], r["true_positives"]) == (2, 1)
+    assert main(argv + ["--where", "blur"]) == 2
+    assert "expected COLUMN=VALUE" in capsys.readouterr().err
+    assert main(argv + ["--where", "pose=0"]) == 2
+    assert "no column pose" in capsys.readouterr().err
+
+
 def test_detector_as_height_scales_image_and_boxes(capsys, stand_ins, scenes):
     # b.png is 320x240 with an 80x80 face at (10, 10); as a 480 px high frame everything doubles: a 160x160 face
     # at (20, 20), which --min-height 100 keeps (it would drop the original 80 px one) and the width bins see as

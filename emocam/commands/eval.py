@@ -48,6 +48,10 @@ applies detector.max_side to a camera frame (the image is resized once, straight
 Boxes, --min-size, --min-height and the width bins are then in that frame's pixels: "webcam-distance faces,
 at least 80 px tall in a 1080p frame" is --as-height 1080 --min-height 80 --max-side 640.
 
+--where COLUMN=V1[,V2...] keeps as faces only the --boxes rows whose COLUMN holds one of the values or nothing
+(a source without that attribute); the other rows become ignore boxes. With the WIDER attributes of
+boxes_full.csv, sharp, unoccluded, typical-pose faces are --where blur=0 --where occlusion=0 --where pose=0.
+
 Images: those named in --boxes and --ignore, plus every file of --images (default: images.csv beside
 --boxes, when there is one). An image with no face row is evaluated too: whatever is found there is a
 false positive. Unreadable images are counted and left out, their faces with them."""
@@ -78,6 +82,8 @@ def register(sub, parents) -> None:
     d.add_argument("--min-size", type=float, default=0.0, metavar="PX", help="faces narrower than PX count as ignore")
     d.add_argument("--min-height", type=float, default=0.0, metavar="PX",
                    help="faces shorter than PX count as ignore")
+    d.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUES",
+                   help="only --boxes rows with one of these values (or none) in COLUMN are faces (see above)")
     d.add_argument("--as-height", type=_positive, metavar="H",
                    help="treat each image as a frame H pixels high, its boxes scaled with it (see above)")
     d.add_argument("--max-side", type=int, default=0, metavar="PX",
@@ -195,8 +201,10 @@ def run_detector(args: argparse.Namespace, cfg: Config) -> int:
     from emocam.cli import print_json
     from emocam.evaluate.detection import IOU_THRESHOLD, ImageDetections, evaluate_detections
 
-    faces = _read_boxes(args.boxes)
-    ignore = _read_boxes(args.ignore) if args.ignore else {}
+    faces, excluded = _read_boxes(args.boxes, _where(args.where))
+    ignore = _read_boxes(args.ignore)[0] if args.ignore else {}
+    for name, boxes in excluded.items():
+        ignore[name] = np.concatenate([ignore.get(name, np.zeros((0, 4))), boxes])
     images_csv = args.images or (args.boxes.parent / "images.csv")
     listed = [r["file"] for _, r in _read_csv(images_csv, ("file",))] if args.images or images_csv.is_file() else []
     files = list(dict.fromkeys([*listed, *faces, *ignore]))[: args.limit]
@@ -229,6 +237,7 @@ def run_detector(args: argparse.Namespace, cfg: Config) -> int:
         "boxes": str(args.boxes),
         "ignore": None if args.ignore is None else str(args.ignore),
         "images_csv": str(images_csv) if listed else None,
+        "where": args.where or None,
         "as_height": args.as_height,
         "min_size": args.min_size,
         "min_height": args.min_height,
@@ -284,15 +293,28 @@ def _detect(detector, image: np.ndarray, max_side: int,
     return boxes, np.array([f.score for f in found], dtype=np.float64), scale
 
 
-def _read_boxes(path: Path) -> dict[str, np.ndarray]:
-    by_file: dict[str, list[list[float]]] = {}
-    for line, row in _read_csv(path, ("file", "x1", "y1", "x2", "y2")):
+def _where(conditions: list[str]) -> dict[str, set[str]]:
+    allowed = {}
+    for text in conditions:
+        column, sep, values = text.partition("=")
+        if not sep or not column.strip():
+            raise EmoCamError(f"--where {text!r}: expected COLUMN=VALUE[,VALUE...], e.g. blur=0")
+        allowed[column.strip()] = {v.strip() for v in values.split(",")}
+    return allowed
+
+
+def _read_boxes(path: Path, where: dict[str, set[str]] | None = None) -> tuple[dict[str, np.ndarray], ...]:
+    """Boxes per file: those whose row passes `where` (empty or one of the values in each column), the others."""
+    kept: dict[str, list[list[float]]] = {}
+    dropped: dict[str, list[list[float]]] = {}
+    for line, row in _read_csv(path, ("file", "x1", "y1", "x2", "y2", *(where or {}))):
         try:
             box = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
         except (TypeError, ValueError):
             raise EmoCamError(f"{path}:{line}: x1,y1,x2,y2 must be numbers") from None
-        by_file.setdefault(row["file"], []).append(box)
-    return {name: np.array(boxes, dtype=np.float64) for name, boxes in by_file.items()}
+        passes = all((row[c] or "").strip() in values | {""} for c, values in (where or {}).items())
+        (kept if passes else dropped).setdefault(row["file"], []).append(box)
+    return tuple({name: np.array(b, dtype=np.float64) for name, b in d.items()} for d in (kept, dropped))
 
 
 def _detector_table(r: dict) -> str:
