@@ -413,7 +413,7 @@ def test_sigkill_of_the_daemon_mid_export(tmp_path, models_dir):
     assert daemon.returncode == -signal.SIGKILL, daemon.stderr.read()
     assert check_after_kill(session) + len(list(session.rglob("*.part"))) <= 1
     rows = read_manifest(session)
-    assert {r["label"] for r in rows} == {"happy"} and rows[0]["detector"] == "mtcnn"
+    assert {r["label"] for r in rows} == {"happy"} and rows[0]["detector"] == "mtcnn-track"
     restart = Exporter(options(), tmp_path / "exports")
     restart.start()
     restart.close()

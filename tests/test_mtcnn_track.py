@@ -109,7 +109,7 @@ def test_on_real_video_finds_what_a_full_search_finds(weights, data_dir):
     """A cartoon without faces, then a man at webcam distance who appears and moves: against a full MTCNN search
     of every frame, the tracker finds >= 95 % of the faces and adds none."""
     tracker = MTCNNTrackDetector(MTCNNTrackOptions(), CPU, weights)
-    plain = MTCNNDetector(MTCNNOptions(min_face_size=24), CPU, weights)
+    plain = MTCNNDetector(MTCNNOptions(), CPU, weights)
     expected = found = extra = 0
     for frame in video_frames(data_dir / "eval" / "videos" / "pyfeat_noface_face.mov"):
         ours, theirs = boxes_of(tracker.detect(frame)), boxes_of(plain.detect(frame))

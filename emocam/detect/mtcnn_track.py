@@ -37,13 +37,10 @@ WIDER = 1.15
 
 
 class MTCNNTrackOptions(MTCNNOptions):
-    # Smallest face searched for, in pixels of the image given to detect() (after detector.max_side): 24 at
-    # 640x360 is an 72 px face in a 1080p frame.
-    min_face_size: int = Field(24, ge=12)
-    # P-net input pixels searched per frame: the cost of a frame. A 640x360 frame with min_face_size 24 has ~120k
-    # level pixels in all. With 4000, faces over 270 / 130 / 95 / 48 / 24 px tall (at 640x360) are searched for
-    # every 4 / 8 / 16 / 32 / 64 frames: a new face near the camera shows within a few frames, one at the far
-    # end of the room within ~2 s at 30 analyses a second. ~3 ms a frame here (2 cores).
+    # P-net input pixels searched per frame: the cost of a frame. A 640x360 frame with min_face_size 40 has ~45k
+    # level pixels in all; with 4000, faces over ~160 / 80 / 40 px tall (at 640x360) are searched for every
+    # 4 / 8 / 16 frames (over ~315 px: every 2): a new face near the camera shows within a few frames, one at the
+    # far end of the room within ~0.5 s at 30 analyses a second. ~3 ms a frame here (2 cores), whatever min_face_size is.
     search_budget: int = Field(4_000, ge=1_000)
     # O-net score a tracked face must keep to stay tracked (lower than the detection threshold: a face that was
     # found once is held through harder poses).
