@@ -43,3 +43,11 @@ def test_bench_soak_reports_memory_over_time(data_dir, models_dir):
     assert len(doc["soak"]) == 3
     assert all(row["rss_mb"] > 50 and row["output_fps"] > 0 for row in doc["soak"])
     assert isinstance(doc["rss_growth_after_warmup_percent"], float)
+
+
+@pytest.mark.parametrize("detector", ["mtcnn-track", "mtcnn"])
+def test_bench_detector_only_times_each_frame(data_dir, models_dir, detector):
+    doc = bench(data_dir, "--detector-only", "--seconds", "1", "--fps", "30", "--set", f'detector.name="{detector}"')
+    assert (doc["detector"], doc["frames"]) == (detector, 30)
+    assert 0.9 <= doc["faces_mean"] <= 1.1
+    assert 0 < doc["detect_ms_p50"] <= doc["detect_ms_p95"] <= doc["detect_ms_max"]

@@ -41,6 +41,9 @@ def register(sub, parents) -> None:
     p.add_argument("--naive", action="store_true",
                    help="also run a naive sequential loop (detect at full resolution + classify + draw, frame by "
                         "frame) on the same video for the same time, and print both and their ratio")
+    p.add_argument("--detector-only", action="store_true",
+                   help="instead: time the configured detector alone (with its detector.max_side downscale) on "
+                        "--seconds x --fps consecutive frames, one after another, and report ms per frame")
     p.add_argument("--minutes", type=float,
                    help="soak: run this long instead of --seconds and report RSS, fps and latency over time")
     p.add_argument("--sample-s", type=float, default=30.0, help="soak sampling interval (default: %(default)s)")
@@ -82,7 +85,6 @@ def _cpu_seconds() -> float:
 def run(args: argparse.Namespace, cfg: Config) -> int:
     import tempfile
 
-    from emocam.cli import print_json
     from emocam.config import load_config
     from emocam.daemon import build_pipeline
     from emocam.errors import EmoCamError
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     if not args.source.is_file():
         raise EmoCamError(f"--source {args.source}: no such file")
+    if args.detector_only:
+        return _print(_detector_only(cfg, args), args.json)
     still = args.source.suffix.lower() in IMAGE_EXTENSIONS
     if still and args.mjpeg:
         raise EmoCamError("--mjpeg is for a video source: a still image is decoded from its file on every frame")
@@ -158,7 +162,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         result["naive"] = naive
         result["output_fps_ratio_pipeline_over_naive"] = (round(result["output_fps"] / naive["output_fps"], 2)
                                                           if naive["output_fps"] else None)
-    if args.json:
+    return _print(result, args.json)
+
+
+def _print(result: dict, as_json: bool) -> int:
+    from emocam.cli import print_json
+
+    if as_json:
         print_json(result)
     else:
         for key, value in result.items():
@@ -200,6 +210,56 @@ class _FaceCounter:
 
 def _percentile(values: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values.size else None
+
+
+def _frames(path: Path, size: tuple[int, int]):
+    """The video's (or still image's) frames at size, looped for ever."""
+    import cv2
+
+    from emocam.imageio import read_bgr
+    from emocam.sources.images import EXTENSIONS as IMAGE_EXTENSIONS
+
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        frame = cv2.resize(read_bgr(path), size, interpolation=cv2.INTER_LINEAR)
+        while True:
+            yield frame
+    while True:
+        capture = cv2.VideoCapture(str(path))
+        ok, frame = capture.read()
+        if not ok:
+            from emocam.errors import EmoCamError
+
+            raise EmoCamError(f"--source {path}: no frame could be decoded")
+        while ok:
+            yield cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
+            ok, frame = capture.read()
+        capture.release()
+
+
+def _detector_only(cfg, args: argparse.Namespace) -> dict:
+    """The detector on consecutive frames as the live path calls it (a fresh start, then frame after frame),
+    timed per frame with nothing else running: what a frame costs it, apart from the pipeline's other threads."""
+    from emocam.analyzer import FrameAnalyzer
+    from emocam.backends import build_detector
+
+    analyzer = FrameAnalyzer(build_detector(cfg), None, cfg.detector.max_side)
+    frames = _frames(args.source, (args.width, args.height))
+    for _ in range(10):  # warm-up: first calls allocate
+        analyzer.detect(next(frames))
+    analyzer.detector.reset()
+    n = max(1, round(args.seconds * args.fps))
+    times, faces = np.zeros(n), 0
+    for i in range(n):
+        frame = next(frames)
+        start = time.perf_counter()
+        faces += len(analyzer.detect(frame))
+        times[i] = time.perf_counter() - start
+    times *= 1000
+    return {"source": str(args.source), "width": args.width, "height": args.height, "frames": n,
+            "detector": cfg.detector.name, "max_side": cfg.detector.max_side,
+            "torch_threads": cfg.runtime.torch_threads, "faces_mean": round(faces / n, 2),
+            "detect_ms_mean": round(float(times.mean()), 2), "detect_ms_p50": _percentile(times, 50),
+            "detect_ms_p95": _percentile(times, 95), "detect_ms_max": round(float(times.max()), 2)}
 
 
 def _rss_mb() -> float:
