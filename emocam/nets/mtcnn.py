@@ -9,6 +9,8 @@ channels-last, and NMS is plain torch rather than torchvision/numpy.
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import torch
@@ -115,6 +117,8 @@ def nms(
     keep = "not suppressed by a kept box before it" until nothing changes; that fixed point is unique (each box
     depends only on earlier ones), so it is exactly the sequential greedy answer.
     """
+    if len(boxes) < 2:  # a tracked face, an empty piece of the search: nothing to suppress
+        return torch.arange(len(boxes), device=boxes.device)
     if mode == "iou":
         order = torch.sort(scores, descending=True, stable=True).indices
     elif mode == "min":
@@ -175,11 +179,11 @@ class AreaResampler:
     def resize(self, height: int, width: int, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """The whole image at height x width -> (1, 3, height, width) float32. Separable: two row/column gathers.
         With rows = (first, end), only those rows of it: (1, 3, end - first, width)."""
-        device = self.integral.device
-        r0, r1 = (v[0] for v in _bins(torch.zeros(1, dtype=torch.long, device=device), self.height, height))
+        device = str(self.integral.device)
+        r0, r1 = _resize_bins(self.height, height, device)
         if rows is not None:
             r0, r1 = r0[rows[0]:rows[1]], r1[rows[0]:rows[1]]
-        c0, c1 = (v[0] for v in _bins(torch.zeros(1, dtype=torch.long, device=device), self.width, width))
+        c0, c1 = _resize_bins(self.width, width, device)
         rows = self.integral.index_select(0, r1) - self.integral.index_select(0, r0)
         total = rows.index_select(1, c1) - rows.index_select(1, c0)
         return self._mean(total[None], (r1 - r0)[:, None], (c1 - c0)[None, :])
@@ -225,6 +229,12 @@ def _bins(start: torch.Tensor, length: torch.Tensor | int, n: int) -> tuple[torc
     i = torch.arange(n, device=start.device)
     length = torch.as_tensor(length, device=start.device).reshape(-1, 1)
     return start[:, None] + i * length // n, start[:, None] + ((i + 1) * length + n - 1) // n
+
+
+@functools.lru_cache(maxsize=256)
+def _resize_bins(length: int, n: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """_bins of a whole side: the same few pyramid sizes come back every frame of a video."""
+    return tuple(v[0] for v in _bins(torch.zeros(1, dtype=torch.long, device=device), length, n))
 
 
 def pyramid_scales(height: int, width: int, min_face_size: float, factor: float) -> list[float]:
