@@ -40,7 +40,8 @@ class MTCNNTrackOptions(MTCNNOptions):
     # P-net input pixels searched per frame: the cost of a frame. A 640x360 frame with min_face_size 40 has ~45k
     # level pixels in all; with 4000, faces over ~160 / 80 / 40 px tall (at 640x360) are searched for every
     # 4 / 8 / 16 frames (over ~315 px: every 2): a new face near the camera shows within a few frames, one at the
-    # far end of the room within ~0.5 s at 30 analyses a second. ~3 ms a frame here (2 cores), whatever min_face_size is.
+    # far end of the room within ~0.5 s at 30 analyses a second. ~4 ms a 1080p frame here (2 cores), resize
+    # included, whatever min_face_size is.
     search_budget: int = Field(4_000, ge=1_000)
     # O-net score a tracked face must keep to stay tracked (lower than the detection threshold: a face that was
     # found once is held through harder poses).
