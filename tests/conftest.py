@@ -34,6 +34,19 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def mtcnn_weights(models_dir):
+    """The weight store, once MTCNN's three nets are in it."""
+    from emocam.detect.mtcnn import WEIGHTS
+    from emocam.weights import WeightStore
+
+    store = WeightStore(models_dir)
+    missing = [name for name in WEIGHTS.values() if name not in store.manifest()]
+    if missing:
+        pytest.skip(f"no {', '.join(missing)} in {models_dir}: run `emocam models pull`")
+    return store
+
+
+@pytest.fixture(scope="session")
 def astronaut_bgr():
     import skimage.data
 

@@ -32,12 +32,8 @@ PARITY_IMAGES = [
 
 
 @pytest.fixture(scope="module")
-def weights(models_dir) -> WeightStore:
-    store = WeightStore(models_dir)
-    missing = [name for name in WEIGHTS.values() if name not in store.manifest()]
-    if missing:
-        pytest.skip(f"no {', '.join(missing)} in {models_dir}: run `emocam models pull`")
-    return store
+def weights(mtcnn_weights) -> WeightStore:
+    return mtcnn_weights
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emocam.detect import DETECTORS
-from emocam.detect.mtcnn import WEIGHTS, MTCNNDetector, MTCNNOptions
+from emocam.detect.mtcnn import MTCNNDetector, MTCNNOptions
 from emocam.detect.mtcnn_track import MTCNNTrackDetector, MTCNNTrackOptions, plan_search
 from emocam.evaluate.detection import box_iou
 from emocam.nets.mtcnn import CELL, STRIDE, pyramid_scales
@@ -18,13 +18,9 @@ CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
-def weights(models_dir) -> WeightStore:
-    store = WeightStore(models_dir)
-    missing = [name for name in WEIGHTS.values() if name not in store.manifest()]
-    if missing:
-        pytest.skip(f"no {', '.join(missing)} in {models_dir}: run `emocam models pull`")
+def weights(mtcnn_weights) -> WeightStore:
     torch.set_num_threads(2)
-    return store
+    return mtcnn_weights
 
 
 def boxes_of(faces) -> np.ndarray:

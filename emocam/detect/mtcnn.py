@@ -49,13 +49,22 @@ class MTCNNDetector(Detector):
         return {name: self.weights.sha256(name) for name in WEIGHTS.values()}
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
+        check_bgr(image_bgr)
         opts = self.options
         with torch.inference_mode():
             boxes, points = detect_faces(
                 image_bgr, self.device, self.pnet, self.rnet, self.onet,
                 opts.min_face_size, opts.thresholds, opts.scale_factor, bgr=True,
             )
-            boxes, points = boxes.cpu().numpy(), points.cpu().numpy()
-        return [Face(box=box[:4].copy(), score=float(box[4]), landmarks=marks) for box, marks in zip(boxes, points)]
+        return to_faces(boxes, points)
+
+
+def check_bgr(image: np.ndarray) -> None:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
+
+
+def to_faces(boxes: torch.Tensor, points: torch.Tensor) -> list[Face]:
+    """The cascade's (N, 5) boxes with scores and (N, 5, 2) landmarks as Faces."""
+    boxes, points = boxes.cpu().numpy(), points.cpu().numpy()
+    return [Face(box=box[:4].copy(), score=float(box[4]), landmarks=marks) for box, marks in zip(boxes, points)]

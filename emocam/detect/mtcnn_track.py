@@ -24,10 +24,10 @@ import torch
 from pydantic import Field
 
 from emocam.detect import DETECTORS
-from emocam.detect.mtcnn import MTCNNDetector, MTCNNOptions, Probability
+from emocam.detect.mtcnn import MTCNNDetector, MTCNNOptions, Probability, check_bgr, to_faces
 from emocam.nets.mtcnn import (
-    CELL, NMS_ONET, STRIDE, AreaResampler, _square, nms, onet_stage, pnet_candidates, pnet_windows, pyramid_scales,
-    rnet_stage,
+    CELL, NMS_ONET, STRIDE, AreaResampler, _overlap, _square, nms, onet_stage, pnet_candidates, pnet_windows,
+    pyramid_scales, rnet_stage,
 )
 from emocam.types import Face
 
@@ -73,8 +73,7 @@ class MTCNNTrackDetector(MTCNNDetector):
         self._frame = 0
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
+        check_bgr(image_bgr)
         opts = self.options
         height, width = image_bgr.shape[:2]
         if (height, width) != self._shape:
@@ -93,15 +92,14 @@ class MTCNNTrackDetector(MTCNNDetector):
             new = rnet_stage(pnet_candidates(found, self.device), sampler, self.rnet, opts.thresholds[1])
             if len(old_boxes) and len(new):
                 # The search finds the tracked faces again; O-net has just re-checked those.
-                new = new[~(_iou(new, old_boxes) > 0.3).any(1)]
+                new = new[~(_overlap(new[:, :4], old_boxes[:, :4], "iou") > 0.3).any(1)]
             new_boxes, new_points = onet_stage(new, sampler, self.onet, opts.thresholds[2])
             boxes = torch.cat([new_boxes, old_boxes])
             points = torch.cat([new_points, old_points])
             keep = nms(boxes, boxes[:, 4], NMS_ONET, mode="min")
             boxes, points = boxes[keep], points[keep]
         self._tracked = boxes.cpu()
-        boxes, points = boxes.cpu().numpy(), points.cpu().numpy()
-        return [Face(box=box[:4].copy(), score=float(box[4]), landmarks=marks) for box, marks in zip(boxes, points)]
+        return to_faces(boxes, points)
 
     def _recheck(self, sampler: AreaResampler) -> tuple[torch.Tensor, torch.Tensor]:
         """O-net on a slightly wider square around each tracked face's last box: its score says whether the face is
@@ -113,15 +111,6 @@ class MTCNNTrackDetector(MTCNNDetector):
         half = (last[:, 2:3] - last[:, 0:1]) * (WIDER / 2)
         wider = torch.cat([centre - half, centre + half], dim=1)
         return onet_stage(wider.to(self.device), sampler, self.onet, self.options.track_threshold)
-
-
-def _iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    lo = torch.maximum(a[:, None, :2], b[None, :, :2])
-    hi = torch.minimum(a[:, None, 2:4], b[None, :, 2:4])
-    inter = (hi - lo).clamp(min=0).prod(2)
-    area_a = (a[:, 2:4] - a[:, :2]).prod(1)
-    area_b = (b[:, 2:4] - b[:, :2]).prod(1)
-    return inter / (area_a[:, None] + area_b[None, :] - inter).clamp(min=1e-6)
 
 
 def plan_search(height: int, width: int, min_face_size: float, factor: float, budget: int) -> list[list[Piece]]:
