@@ -207,6 +207,10 @@ def test_sigterm_stops_cleanly_and_leaves_a_playable_recording(tmp_path, models_
         assert status_out.returncode == 0 and doc["state"] == "running"
         assert doc["source"]["name"] == "demo" and doc["preset"] == "emotions"
         assert doc["sinks"]["recorder"]["state"] == "running"
+        human = subprocess.run([sys.executable, "-m", "emocam", "--set",
+                                f"daemon.status_file=\"{tmp_path / 'status.json'}\"", "status"],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=30).stdout
+        assert "source   demo [running]" in human and "stages   detect p50 " in human
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:

@@ -39,6 +39,9 @@ def _print_human(doc: dict) -> None:
     print(f"output   {doc['output']['width']}x{doc['output']['height']}  preset {doc['preset']}")
     print(f"rates    in {doc['fps_in']} fps  out {doc['fps_out']} fps  inference {doc['inference_hz']} Hz")
     print(f"latency  p50 {doc['latency_ms_p50']} ms  p95 {doc['latency_ms_p95']} ms")
+    if "detect_ms" in doc:  # a daemon started before these were reported has none
+        det, cls = doc["detect_ms"], doc["classify_ms"]
+        print(f"stages   detect p50 {det['p50']} / p95 {det['p95']} ms  classify p50 {cls['p50']} / p95 {cls['p95']} ms")
     for name, sink in doc["sinks"].items():
         details = ", ".join(f"{k}={v}" for k, v in sink.items() if k != "state")
         print(f"sink     {name} [{sink['state']}] {details}")
