@@ -244,10 +244,12 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(fer_files, tmp_path, capsys
             (data / emotion / f.name).symlink_to(f)
     out = tmp_path / "run"
     args = ["train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1",
-            "--batch-size", "16", "--threads", "1"]
+            "--weight-decay", "1e-4", "--erase-prob", "0.25", "--batch-size", "16", "--threads", "1"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["epochs"] == 1 and (out / "deploy.pt").is_file() and list((out / "cache").glob("*.npy"))
+    recipe = torch.load(out / "last.pt", weights_only=True)["recipe"]
+    assert (recipe["weight_decay"], recipe["erase_prob"]) == (1e-4, 0.25)
     assert main(args) == 2  # last.pt exists: a second run must say --resume instead of overwriting it
     assert "--resume" in capsys.readouterr().err
     assert main(args[:-6] + ["--epochs", "2", "--resume"]) == 0
