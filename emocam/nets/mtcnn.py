@@ -184,8 +184,8 @@ class AreaResampler:
         if rows is not None:
             r0, r1 = r0[rows[0]:rows[1]], r1[rows[0]:rows[1]]
         c0, c1 = _resize_bins(self.width, width, device)
-        rows = self.integral.index_select(0, r1) - self.integral.index_select(0, r0)
-        total = rows.index_select(1, c1) - rows.index_select(1, c0)
+        row_sums = self.integral.index_select(0, r1) - self.integral.index_select(0, r0)
+        total = row_sums.index_select(1, c1) - row_sums.index_select(1, c0)
         return self._mean(total[None], (r1 - r0)[:, None], (c1 - c0)[None, :])
 
     def crops(self, y0: torch.Tensor, y1: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, size: int) -> torch.Tensor:
