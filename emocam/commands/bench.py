@@ -93,9 +93,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
 
     if not args.source.is_file():
         raise EmoCamError(f"--source {args.source}: no such file")
-    if args.detector_only:
-        return _print(_detector_only(cfg, args), args.json)
     still = args.source.suffix.lower() in IMAGE_EXTENSIONS
+    if args.detector_only:
+        return _print(_detector_only(load_config(args.config, args.overrides + _source_overrides(args, still, "fast")),
+                                     args), args.json)
     if still and args.mjpeg:
         raise EmoCamError("--mjpeg is for a video source: a still image is decoded from its file on every frame")
     _register_null_backend()
@@ -176,17 +177,17 @@ def _print(result: dict, as_json: bool) -> int:
     return 0
 
 
-def _source_overrides(args: argparse.Namespace, still: bool) -> list[str]:
+def _source_overrides(args: argparse.Namespace, still: bool, pacing: str = "realtime") -> list[str]:
     """A video plays through the video source; a still image through the images source, which decodes it from its
     file on every frame (as a camera delivers every frame anew) and letterboxes it, keeping faces undistorted."""
     if still:
         # Escaped: the images source reads its path as a glob.
         path = json.dumps(glob.escape(str(args.source.resolve())))
-        return ["source.name=images", f"source.images.path={path}", 'source.images.pacing="realtime"',
+        return ["source.name=images", f"source.images.path={path}", f'source.images.pacing="{pacing}"',
                 "source.images.loop=true", f"source.images.fps={args.fps}",
                 f"source.images.width={args.width}", f"source.images.height={args.height}"]
     return ["source.name=video", f"source.video.path={json.dumps(str(args.source.resolve()))}",
-            'source.video.pacing="realtime"', "source.video.loop=true", f"source.video.fps={args.fps}",
+            f'source.video.pacing="{pacing}"', "source.video.loop=true", f"source.video.fps={args.fps}",
             f"source.video.width={args.width}", f"source.video.height={args.height}",
             f"source.video.mjpeg_emulation={'true' if args.mjpeg else 'false'}"]
 
@@ -212,48 +213,30 @@ def _percentile(values: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values.size else None
 
 
-def _frames(path: Path, size: tuple[int, int]):
-    """The video's (or still image's) frames at size, looped for ever."""
-    import cv2
-
-    from emocam.imageio import read_bgr
-    from emocam.sources.images import EXTENSIONS as IMAGE_EXTENSIONS
-
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        frame = cv2.resize(read_bgr(path), size, interpolation=cv2.INTER_LINEAR)
-        while True:
-            yield frame
-    while True:
-        capture = cv2.VideoCapture(str(path))
-        ok, frame = capture.read()
-        if not ok:
-            from emocam.errors import EmoCamError
-
-            raise EmoCamError(f"--source {path}: no frame could be decoded")
-        while ok:
-            yield cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
-            ok, frame = capture.read()
-        capture.release()
-
-
 def _detector_only(cfg, args: argparse.Namespace) -> dict:
-    """The detector on consecutive frames as the live path calls it (a fresh start, then frame after frame),
-    timed per frame with nothing else running: what a frame costs it, apart from the pipeline's other threads."""
+    """The detector on consecutive frames as the live path calls it (a fresh start, then frame after frame), frames
+    from the same source as the pipeline's but as fast as they decode, each detection timed with nothing else
+    running: what a frame costs the detector, apart from the pipeline's other threads."""
     from emocam.analyzer import FrameAnalyzer
     from emocam.backends import build_detector
+    from emocam.daemon import build_source
 
     analyzer = FrameAnalyzer(build_detector(cfg), None, cfg.detector.max_side)
-    frames = _frames(args.source, (args.width, args.height))
-    for _ in range(10):  # warm-up: first calls allocate
-        analyzer.detect(next(frames))
-    analyzer.detector.reset()
     n = max(1, round(args.seconds * args.fps))
     times, faces = np.zeros(n), 0
-    for i in range(n):
-        frame = next(frames)
-        start = time.perf_counter()
-        faces += len(analyzer.detect(frame))
-        times[i] = time.perf_counter() - start
+    source = build_source(cfg)
+    source.open()
+    try:
+        for _ in range(10):  # warm-up: first calls allocate
+            analyzer.detect(source.read().image)
+        analyzer.detector.reset()
+        for i in range(n):
+            frame = source.read().image
+            start = time.perf_counter()
+            faces += len(analyzer.detect(frame))
+            times[i] = time.perf_counter() - start
+    finally:
+        source.close()
     times *= 1000
     return {"source": str(args.source), "width": args.width, "height": args.height, "frames": n,
             "detector": cfg.detector.name, "max_side": cfg.detector.max_side,
