@@ -13,9 +13,10 @@ import torch
 
 from emocam.cli import main
 from emocam.errors import EmoCamError
-from emocam.nets.repvgg_plus import build_repvgg_plus, load_deployed
+from emocam.nets.repvgg_plus import build_repvgg_plus, load_deployed, normalise_u8
 from emocam.train import emotion_data
-from emocam.train.classifier import Recipe, Trainer, augment, class_weights, load_init, lr_factor
+from emocam.train.classifier import (Recipe, Trainer, augment, class_weights, load_init, lr_factor,
+                                     teacher_probabilities)
 from emocam.train.emotion_data import (FaceArrays, affectnet_samples, find_samples, image_folder_samples,
                                        labels_csv_samples, load_faces)
 from emocam.types import EMOTIONS
@@ -172,8 +173,6 @@ def test_class_weights_favour_rare_classes_and_average_one():
 def batch_loss(trainer: Trainer, faces: FaceArrays) -> float:
     """Plain cross-entropy of the whole set as one batch in training mode (batch statistics, a fixed dropout
     mask), so that it measures the weights, not how far BatchNorm's running statistics have caught up."""
-    from emocam.nets.repvgg_plus import normalise_u8
-
     trainer.model.train()
     torch.manual_seed(123)
     with torch.no_grad():
@@ -243,16 +242,63 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(fer_files, tmp_path, capsys
         for f in files[:8]:
             (data / emotion / f.name).symlink_to(f)
     out = tmp_path / "run"
-    args = ["train", "classifier", "--data", str(data), "--out", str(out), "--epochs", "1",
+    args = ["train", "classifier", "--data", str(data), "--out", str(out), "--teacher", "mini-xception", "--epochs", "1",
             "--weight-decay", "1e-4", "--erase-prob", "0.25", "--batch-size", "16", "--threads", "1"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["epochs"] == 1 and (out / "deploy.pt").is_file() and list((out / "cache").glob("*.npy"))
     recipe = torch.load(out / "last.pt", weights_only=True)["recipe"]
     assert (recipe["weight_decay"], recipe["erase_prob"]) == (1e-4, 0.25)
+    assert (list(recipe["teachers"]), recipe["distill_weight"]) == (["mini-xception"], 0.5)
+    assert list((out / "cache").glob("teachers-*.npy"))
     assert main(args) == 2  # last.pt exists: a second run must say --resume instead of overwriting it
     assert "--resume" in capsys.readouterr().err
     assert main(args[:-6] + ["--epochs", "2", "--resume"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["epochs"] == 2
     assert math.isfinite(report["best"]["train_loss"])
+
+
+# ---- distillation ------------------------------------------------------------------------------------------------
+def test_teacher_probabilities_average_teachers_and_mirrors_and_are_cached(faces, models_dir, tmp_path, monkeypatch):
+    from emocam.backends import build_classifier
+    from emocam.config import load_config
+
+    cfg = load_config(None, [f"runtime.models_dir={str(models_dir)!r}"])
+    few = FaceArrays(faces.images[::20], faces.labels[::20])
+    probs = teacher_probabilities(("mini-xception", "repvgg-fer"), few, cfg, tmp_path)
+    assert probs.shape == (len(few), 7) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    crops = [cv2.cvtColor(g, cv2.COLOR_GRAY2BGR) for g in few.images]
+    mirrored = [c[:, ::-1].copy() for c in crops]
+    expected = sum(build_classifier(cfg, n).predict_crops(c) for n in ("mini-xception", "repvgg-fer")
+                   for c in (crops, mirrored)) / 4
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    import emocam.classify.base as base
+
+    monkeypatch.setattr(base.Classifier, "predict_crops", lambda *a: pytest.fail("teachers ran again"))
+    np.testing.assert_array_equal(teacher_probabilities(("mini-xception", "repvgg-fer"), few, cfg, tmp_path), probs)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(faces):
+    """Soft targets that contradict the labels (each face's target is the next class): with distill_weight 1 the
+    student learns the targets, not the labels."""
+    torch.set_num_threads(1)
+    pick = np.concatenate([np.flatnonzero(faces.labels == c)[:10] for c in range(7)])[:64]
+    few = FaceArrays(faces.images[pick], faces.labels[pick])
+    target = (few.labels + 1) % 7
+    soft = np.full((len(few), 7), 0.02, np.float32)
+    soft[np.arange(len(few)), target] = 0.88
+    plain = tiny_recipe(epochs=8, batch_size=16, lr=0.05, label_smoothing=0.0, class_weight_power=0.0,
+                        max_rotation_deg=0, scale_range=(1, 1), max_shift=0, brightness=0, contrast=0, erase_prob=0,
+                        teachers=("given",), distill_weight=1.0)
+    trainer = Trainer(plain, few, "unused", torch.device("cpu"), soft_targets=soft)
+    for _ in range(plain.epochs):
+        trainer.train_epoch()
+    trainer.model.train()  # batch statistics, as in batch_loss: 32 steps do not settle BN's running ones
+    torch.manual_seed(123)
+    with torch.no_grad():
+        pred = trainer.model(normalise_u8(torch.from_numpy(few.images).unsqueeze(1))).argmax(1).numpy()
+    assert (pred == target).mean() > 0.5 and (pred == few.labels).mean() < 0.2
+    with pytest.raises(ValueError, match="soft targets"):
+        Trainer(plain, few, "unused", torch.device("cpu"))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import json
 import math
 import os
 import random
@@ -17,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -58,6 +61,10 @@ class Recipe:
     contrast: float = 0.3
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)
+    # Distillation: the loss mixes in cross-entropy against these classifier backends' averaged probabilities
+    # (each face and its mirror image), weighted distill_weight; the hard-label loss keeps 1 - distill_weight.
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.0
     history: list[dict] = field(default_factory=list)
 
 
@@ -124,7 +131,7 @@ def class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
 # ---- the trainer -------------------------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, recipe: Recipe, train: FaceArrays, out: Path, device: torch.device,
-                 val: FaceArrays | None = None):
+                 val: FaceArrays | None = None, soft_targets: np.ndarray | None = None):
         self.recipe, self.train_set, self.val_set, self.out, self.device = recipe, train, val, Path(out), device
         torch.manual_seed(recipe.seed)  # before the model is built: its initial weights come from this seed
         random.seed(recipe.seed)
@@ -147,6 +154,9 @@ class Trainer:
         self.loss_weights = class_weights(train.class_counts(), recipe.class_weight_power).to(device)
         self.images = torch.from_numpy(train.images)  # uint8, stays on CPU: batches move as they are used
         self.labels = torch.from_numpy(train.labels)
+        if (soft_targets is None) != (recipe.distill_weight == 0):
+            raise ValueError("distill_weight > 0 needs soft targets, and soft targets need distill_weight > 0")
+        self.soft_targets = None if soft_targets is None else torch.from_numpy(soft_targets).float()
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -199,6 +209,9 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=self.loss_weights, label_smoothing=r.label_smoothing)
+                if self.soft_targets is not None:
+                    soft = F.cross_entropy(logits.float(), self.soft_targets[idx].to(self.device))
+                    loss = (1 - r.distill_weight) * loss + r.distill_weight * soft
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
@@ -294,6 +307,38 @@ def normalise_unit(x: torch.Tensor) -> torch.Tensor:
     return (x - 0.5) * 2.0
 
 
+def teacher_probabilities(names: tuple[str, ...], faces: FaceArrays, cfg, cache_dir: Path | None) -> np.ndarray:
+    """(N, 7) float32: the named classifier backends' probabilities for each training face, averaged over the
+    backends and over the face and its mirror image (training flips at random, so the target should not care).
+    Cached beside the decoded faces, keyed by the faces and the teachers' weight files."""
+    from emocam.backends import build_classifier
+    from emocam.progress import progress
+
+    teachers = [build_classifier(cfg, name) for name in names]
+    key = hashlib.sha256(json.dumps([list(names), [t.weights_sha256 for t in teachers]]).encode())
+    key.update(faces.images.tobytes())
+    cache = Path(cache_dir) / f"teachers-{len(faces)}-{key.hexdigest()[:16]}.npy" if cache_dir else None
+    if cache is not None and cache.is_file():
+        probs = np.load(cache)
+        if probs.shape == (len(faces), 7):
+            return probs
+    probs = np.zeros((len(faces), 7), np.float64)
+    batch = 256
+    for start in progress(range(0, len(faces), batch), -(-len(faces) // batch), "teacher probabilities"):
+        crops = [cv2.cvtColor(g, cv2.COLOR_GRAY2BGR) for g in faces.images[start:start + batch]]
+        mirrored = [c[:, ::-1].copy() for c in crops]
+        for teacher in teachers:
+            probs[start:start + batch] += teacher.predict_crops(crops) + teacher.predict_crops(mirrored)
+    probs = (probs / (2 * len(teachers))).astype(np.float32)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + f".{os.getpid()}.part")
+        with open(tmp, "wb") as f:
+            np.save(f, probs)
+        os.replace(tmp, cache)
+    return probs
+
+
 def load_init(model: RepVGGPlus, path: Path) -> None:
     """Fine-tuning start: training-form weights (last.pt, best.pt or a bare state_dict). A class head of another
     size (another label set) is left at its fresh initialisation."""
@@ -334,6 +379,10 @@ def register(sub, parents) -> None:
                    help=f"on conv weights (default {d.weight_decay})")
     p.add_argument("--erase-prob", type=float, default=d.erase_prob,
                    help=f"share of images with a random rectangle blanked (default {d.erase_prob})")
+    p.add_argument("--teacher", action="append", default=[], metavar="CLASSIFIER",
+                   help="distil from this classifier backend (repeat for an ensemble), e.g. mini-xception")
+    p.add_argument("--distill-weight", type=float, default=0.5,
+                   help="share of the loss that follows the teachers when --teacher is given (default 0.5)")
     p.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
                    help="loss weight ~ class count^-POWER: 0 none, 1 fully balanced (default 0.5)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -355,7 +404,8 @@ def run(args: argparse.Namespace, cfg=None) -> int:
             raise EmoCamError(f"--resume: no checkpoint at {last}")
         state = torch.load(last, map_location="cpu", weights_only=True)
         saved = dict(state["recipe"])
-        saved["scale_range"], saved["erase_area"] = tuple(saved["scale_range"]), tuple(saved["erase_area"])
+        for key in ("scale_range", "erase_area", "teachers"):
+            saved[key] = tuple(saved.get(key, ()))
         recipe = Recipe(**saved)
         recipe.epochs = args.epochs or recipe.epochs
     else:
@@ -363,7 +413,8 @@ def run(args: argparse.Namespace, cfg=None) -> int:
             raise EmoCamError(f"{last} exists: pass --resume to continue it or pick another --out")
         recipe = Recipe(arch=args.arch, epochs=args.epochs or Recipe.epochs, batch_size=args.batch_size, lr=args.lr,
                         label_smoothing=args.label_smoothing, class_weight_power=args.class_weight_power,
-                        weight_decay=args.weight_decay, erase_prob=args.erase_prob, seed=args.seed)
+                        weight_decay=args.weight_decay, erase_prob=args.erase_prob, seed=args.seed,
+                        teachers=tuple(args.teacher), distill_weight=args.distill_weight if args.teacher else 0.0)
     size = VARIANTS[recipe.arch].input_size
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")
@@ -371,7 +422,12 @@ def run(args: argparse.Namespace, cfg=None) -> int:
     if args.val_labels:
         val = load_faces(labels_csv_samples(args.val_labels, args.val_filter_prefix), size, cache,
                          "decode validation faces")
-    trainer = Trainer(recipe, train, args.out, device, val)
+    soft = None
+    if recipe.teachers:
+        from emocam.config import load_config
+
+        soft = teacher_probabilities(recipe.teachers, train, cfg or load_config(), cache)
+    trainer = Trainer(recipe, train, args.out, device, val, soft)
     if state is not None:
         trainer.load_state(state)
     elif args.init:
