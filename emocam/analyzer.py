@@ -27,6 +27,14 @@ class FrameAnalyzer:
             return [_rescale(f, 1.0 / k) for f in faces]
         return self.detector.detect(frame_bgr)
 
+    def warm_up(self) -> None:
+        """One pass over a blank frame before the stream starts, so that the first frames do not wait for the
+        backends' lazy set-up (OpenCV's and torch's first calls: 0.1-0.5 s here, more on a busy machine)."""
+        blank = np.zeros((360, 640, 3), np.uint8)
+        self.detector.detect(blank)
+        self.detector.reset()  # the blank frame is not the scene: a tracker must start over on the first real one
+        self.classifier.predict_crops([blank[:64, :64]])
+
     def analyze(self, frame_bgr: np.ndarray, frame_index: int = 0, timestamp: float = 0.0) -> Analysis:
         faces = self.detect(frame_bgr)
         faces = self.classifier.classify(frame_bgr, faces) if faces else []

@@ -147,6 +147,8 @@ class Pipeline:
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Open the source and the sinks (errors here are the user's to fix) and start the threads."""
+        if self.analyzer is not None:
+            self.analyzer.warm_up()  # before the source opens: a camera or video clock is not kept waiting
         self.info = self.source.open()
         logger.info(f"source: {self.info.description}")
         self.source_state = "running"
