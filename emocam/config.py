@@ -79,7 +79,7 @@ class BackendSection(BackendTables):
 
 
 class DetectorConfig(BackendSection):
-    name: str = "mtcnn-track"
+    name: str = "centerface-track"
     # Detection runs on a copy whose longer side is at most this many pixels; crops come from the full frame.
     max_side: int = Field(640, ge=64)
 

@@ -45,7 +45,7 @@ def test_bench_soak_reports_memory_over_time(data_dir, models_dir):
     assert isinstance(doc["rss_growth_after_warmup_percent"], float)
 
 
-@pytest.mark.parametrize("detector", ["mtcnn-track", "mtcnn"])
+@pytest.mark.parametrize("detector", ["centerface-track", "mtcnn-track", "mtcnn"])
 def test_bench_detector_only_times_each_frame(data_dir, models_dir, detector):
     doc = bench(data_dir, "--detector-only", "--seconds", "1", "--fps", "30", "--set", f'detector.name="{detector}"')
     assert (doc["detector"], doc["frames"]) == (detector, 30)

@@ -58,7 +58,7 @@ def test_backend_option_table_is_strict(tmp_path):
 def test_backend_options_are_typed(tmp_path):
     cfg = load_config(write(tmp_path, "[detector]\nname = \"mtcnn\"\n[detector.mtcnn]\nmin_face_size = 80\n"))
     assert cfg.detector.options().min_face_size == 80
-    assert load_config(write(tmp_path, "")).detector.options().min_face_size == 40
+    assert load_config(write(tmp_path, "")).detector.options().search_every == 12  # the default, centerface-track
 
 
 def test_bad_toml(tmp_path):

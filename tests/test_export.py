@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from loguru import logger
 
+from emocam.config import Config
 from emocam.control import Control, ControlState
 from emocam.export.episodes import EpisodeTracker
 from emocam.export.exporter import LINK, Exporter, attach_exporter
@@ -413,7 +414,7 @@ def test_sigkill_of_the_daemon_mid_export(tmp_path, models_dir):
     assert daemon.returncode == -signal.SIGKILL, daemon.stderr.read()
     assert check_after_kill(session) + len(list(session.rglob("*.part"))) <= 1
     rows = read_manifest(session)
-    assert {r["label"] for r in rows} == {"happy"} and rows[0]["detector"] == "mtcnn-track"
+    assert {r["label"] for r in rows} == {"happy"} and rows[0]["detector"] == Config().detector.name
     restart = Exporter(options(), tmp_path / "exports")
     restart.start()
     restart.close()
