@@ -97,9 +97,12 @@ def plain_state_dict(data: bytes, keys: int) -> dict:
 
 
 def onnx_model(data: bytes, outputs: int) -> bytes:
-    """An ONNX file kept as it is, once OpenCV's DNN module has read it and found its outputs."""
+    """An ONNX file kept as it is, once OpenCV's DNN module (the CPU) and emocam's torch runner (a GPU) have both
+    read it and found its outputs."""
     import cv2
     import numpy as np
+
+    from emocam.nets.onnx_graph import graph_from_onnx
 
     try:
         net = cv2.dnn.readNetFromONNX(np.frombuffer(data, np.uint8))
@@ -108,6 +111,7 @@ def onnx_model(data: bytes, outputs: int) -> bytes:
     found = len(net.getUnconnectedOutLayersNames())
     if found != outputs:
         raise ValueError(f"{found} outputs, expected {outputs}")
+    graph_from_onnx(data)  # raises ValueError for ops the torch runner does not know
     return data
 
 

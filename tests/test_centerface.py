@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from emocam.detect import DETECTORS
-from emocam.detect.centerface import WEIGHTS, CenterFaceDetector, CenterFaceOptions, decode
+from emocam.detect.centerface import WEIGHTS, CenterFaceDetector, CenterFaceNet, CenterFaceOptions, decode
 from emocam.detect.centerface_track import CenterFaceTrackDetector, CenterFaceTrackOptions
 from emocam.evaluate.detection import box_iou
+from emocam.nets.onnx_graph import OnnxGraph, graph_from_onnx
 from emocam.weights import WeightStore
 
 CPU = torch.device("cpu")
@@ -158,3 +159,30 @@ def test_a_new_frame_size_starts_over(weights, data_dir):
     faces = tracker.detect(small)
     assert len(faces) == 2
     assert (boxes_of(faces)[:, 2] <= small.shape[1]).all()
+
+
+def test_the_torch_graph_computes_what_opencv_computes(weights, data_dir):
+    """On a GPU the ONNX graph runs in torch instead of OpenCV: both read the same file, so on the CPU their four
+    output maps must agree."""
+    path = weights.path(WEIGHTS)
+    image = cv2.resize(read(data_dir, "group_photos", "pyfeat_multi_face.jpg"), (320, 192))
+    blob = cv2.dnn.blobFromImages([image, image[:, ::-1].copy()], 1.0, (320, 192), (0, 0, 0), swapRB=True)
+    expected = CenterFaceNet(path, CPU).forward(blob)
+    graph = OnnxGraph(graph_from_onnx(path.read_bytes())).eval()
+    with torch.inference_mode():
+        got = [t.numpy() for t in graph(torch.from_numpy(blob))]
+    assert [g.shape for g in got] == [e.shape for e in expected] and expected[0].shape == (2, 1, 48, 80)
+    for g, e in zip(got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-4 * max(1.0, float(np.abs(e).max())))
+
+
+def test_graphs_with_unknown_ops_are_refused():
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 2, 2])])
+    with pytest.raises(ValueError, match="MaxPool is not supported"):
+        graph_from_onnx(helper.make_model(graph).SerializeToString())
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        graph_from_onnx(b"not a protobuf at all")

@@ -242,8 +242,8 @@ def test_cli_trains_resumes_and_refuses_to_overwrite(fer_files, tmp_path, capsys
         for f in files[:8]:
             (data / emotion / f.name).symlink_to(f)
     out = tmp_path / "run"
-    args = ["train", "classifier", "--data", str(data), "--out", str(out), "--teacher", "mini-xception", "--epochs", "1",
-            "--weight-decay", "1e-4", "--erase-prob", "0.25", "--batch-size", "16", "--threads", "1"]
+    args = ["train", "classifier", "--data", str(data), "--out", str(out), "--teacher", "mini-xception",
+            "--epochs", "1", "--weight-decay", "1e-4", "--erase-prob", "0.25", "--batch-size", "16", "--threads", "1"]
     assert main(args) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["epochs"] == 1 and (out / "deploy.pt").is_file() and list((out / "cache").glob("*.npy"))

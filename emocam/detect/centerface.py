@@ -4,11 +4,11 @@ An anchor-free detector: a MobileNetV2 + FPN that predicts, on a grid of stride 
 face's log height and width, a sub-cell offset of the centre and five landmarks. It finds the blurred, occluded and
 turned faces that MTCNN misses (webcam-distance faces of the shared WIDER boxes: recall 0.95 against MTCNN's
 0.86), at ~20 ms for a 640x360 frame here. `centerface-track` follows faces between full searches for live video.
-It runs on the CPU whatever runtime.device says (OpenCV's pip wheels have no CUDA backend); for detection on the GPU
-use mtcnn-track.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,6 +19,7 @@ from emocam.detect import DETECTORS
 from emocam.detect.base import Detector
 from emocam.detect.mtcnn import Probability, check_bgr
 from emocam.errors import WeightsError
+from emocam.nets.onnx_graph import OnnxGraph, graph_from_onnx
 from emocam.types import Face
 from emocam.weights import WeightStore
 
@@ -38,21 +39,39 @@ class CenterFaceOptions(BaseModel):
 
 
 class CenterFaceNet:
-    """The ONNX graph in cv2.dnn, with batching, padding and decoding into boxes, scores and landmarks.
+    """The ONNX graph with batching, padding and decoding into boxes, scores and landmarks.
 
-    OpenCV rather than a PyTorch port of the graph: measured here, a 96x96 crop takes ~1 ms in cv2.dnn against
-    ~2.5-3.5 ms in torch (per-op overhead, 122 ops), and a 640x384 frame ~19 ms against 16 (traced and frozen) to
-    28 ms (eager), so a tracked frame costs 4.4 ms on average instead of 6.4."""
+    On the CPU OpenCV's DNN module runs it: measured here, a 96x96 crop takes ~1 ms there against ~2.5-3.5 ms in
+    torch (per-op overhead, 122 ops) and a 640x384 frame ~19 ms against 28 (eager), so a tracked frame costs 4.4 ms
+    on average instead of 6.4. On a GPU (OpenCV's pip wheels have no CUDA backend) the same graph runs in torch
+    (emocam/nets/onnx_graph.py), in float32 as the thresholds were set."""
 
-    def __init__(self, path: str):
-        try:
-            self.net = cv2.dnn.readNetFromONNX(path)
-        except cv2.error:
-            raise WeightsError(f"{path}: OpenCV cannot read this CenterFace model; "
-                               "run `emocam models pull --force`") from None
-        self.outputs = self.net.getUnconnectedOutLayersNames()
-        if len(self.outputs) != 4:
-            raise WeightsError(f"{path}: expected CenterFace's 4 outputs, found {len(self.outputs)}")
+    def __init__(self, path: Path, device: torch.device):
+        self.device = device
+        if device.type == "cpu":
+            try:
+                self.net = cv2.dnn.readNetFromONNX(str(path))
+            except cv2.error:
+                raise WeightsError(f"{path}: OpenCV cannot read this CenterFace model; "
+                                   "run `emocam models pull --force`") from None
+            self.outputs = self.net.getUnconnectedOutLayersNames()
+            count = len(self.outputs)
+        else:
+            try:
+                self.model = OnnxGraph(graph_from_onnx(path.read_bytes())).eval().to(device)
+            except (ValueError, OSError) as exc:
+                raise WeightsError(f"{path}: {exc}; run `emocam models pull --force`") from None
+            count = len(self.model.outputs)
+        if count != 4:
+            raise WeightsError(f"{path}: expected CenterFace's 4 outputs, found {count}")
+
+    def forward(self, blob: np.ndarray) -> list[np.ndarray]:
+        """(N, 3, H, W) float32 RGB 0-255 -> heat map, log size, offset and landmark maps."""
+        if self.device.type == "cpu":
+            self.net.setInput(blob)
+            return list(self.net.forward(self.outputs))
+        with torch.inference_mode():
+            return [t.float().cpu().numpy() for t in self.model(torch.from_numpy(blob).to(self.device))]
 
     def detect(self, images_bgr: list[np.ndarray], threshold: float, nms_iou: float) -> list[np.ndarray]:
         """Per image (all of one size): (N, 15) float32 rows x1, y1, x2, y2, score, then 5 (x, y) landmarks, in the
@@ -62,8 +81,8 @@ class CenterFaceNet:
         if (ph, pw) != (h, w):
             images_bgr = [cv2.copyMakeBorder(im, 0, ph - h, 0, pw - w, cv2.BORDER_CONSTANT) for im in images_bgr]
         # The network takes RGB 0-255, no mean or scale.
-        self.net.setInput(cv2.dnn.blobFromImages(images_bgr, 1.0, (pw, ph), (0, 0, 0), swapRB=True))
-        heat, size, offset, marks = self.net.forward(self.outputs)
+        heat, size, offset, marks = self.forward(cv2.dnn.blobFromImages(images_bgr, 1.0, (pw, ph), (0, 0, 0),
+                                                                        swapRB=True))
         return [decode(heat[i, 0], size[i], offset[i], marks[i], threshold, nms_iou, (w, h))
                 for i in range(len(images_bgr))]
 
@@ -111,7 +130,7 @@ class CenterFaceDetector(Detector):
 
     def __init__(self, options: CenterFaceOptions, device: torch.device, weights: WeightStore):
         super().__init__(options, device, weights)
-        self.net = CenterFaceNet(str(weights.path(WEIGHTS)))
+        self.net = CenterFaceNet(weights.path(WEIGHTS), device)
 
     @property
     def weights_sha256(self) -> dict[str, str]:

@@ -3,10 +3,11 @@
 A full CenterFace pass over a 640x360 frame costs ~18-25 ms here; between two of them a face moves by a fraction of
 its size. So the whole frame is searched once every `search_every` frames (twice as often while no face is tracked),
 and on every frame each face already found is looked for again in a square crop around its last box (twice its
-size, scaled to 96x96: ~1 ms a face; the crops go through the network in one batch). A crop keeps the face tracked while CenterFace still
-scores it over `track_threshold` there, and gives its new box and landmarks. A face that enters the frame shows at
-the next full search (within `search_every` / 2 frames when nobody was there); a face missing from its crop (it left,
-turned away or moved further than the crop reaches) makes that frame search the whole frame at once.
+size, scaled to 96x96: ~1 ms a face; the crops go through the network in one batch). A crop keeps the face tracked
+while CenterFace still scores it over `track_threshold` there, and gives its new box and landmarks. A face that
+enters the frame shows at the next full search (within `search_every` / 2 frames when nobody was there); a face
+missing from its crop (it left, turned away or moved further than the crop reaches) makes that frame search the
+whole frame at once.
 
 After reset() (a new still image, a new video) and whenever the frame size changes, the first frame gets the full
 search, so a still image gets exactly the faces the plain `centerface` backend finds.

@@ -411,6 +411,8 @@ def run(args: argparse.Namespace, cfg=None) -> int:
     else:
         if last.is_file():
             raise EmoCamError(f"{last} exists: pass --resume to continue it or pick another --out")
+        if args.teacher and not 0 < args.distill_weight <= 1:
+            raise EmoCamError(f"--distill-weight {args.distill_weight}: must be in (0, 1]")
         recipe = Recipe(arch=args.arch, epochs=args.epochs or Recipe.epochs, batch_size=args.batch_size, lr=args.lr,
                         label_smoothing=args.label_smoothing, class_weight_power=args.class_weight_power,
                         weight_decay=args.weight_decay, erase_prob=args.erase_prob, seed=args.seed,
