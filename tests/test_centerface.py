@@ -13,6 +13,7 @@ from emocam.detect.centerface_track import CenterFaceTrackDetector, CenterFaceTr
 from emocam.evaluate.detection import box_iou
 from emocam.nets.onnx_graph import OnnxGraph, graph_from_onnx
 from emocam.weights import WeightStore
+from media import video_frames
 
 CPU = torch.device("cpu")
 
@@ -36,18 +37,6 @@ def boxes_of(faces) -> np.ndarray:
 
 def read(data_dir, *parts) -> np.ndarray:
     return cv2.imread(str(data_dir.joinpath("eval", *parts)))
-
-
-def video_frames(path, size=(640, 360)):
-    capture = cv2.VideoCapture(str(path))
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-    finally:
-        capture.release()
 
 
 def test_decode_reads_centre_size_offset_and_landmarks():

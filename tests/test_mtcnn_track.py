@@ -13,6 +13,7 @@ from emocam.detect.mtcnn_track import MTCNNTrackDetector, MTCNNTrackOptions, pla
 from emocam.evaluate.detection import box_iou
 from emocam.nets.mtcnn import CELL, STRIDE, pyramid_scales
 from emocam.weights import WeightStore
+from media import video_frames
 
 CPU = torch.device("cpu")
 
@@ -87,18 +88,6 @@ def test_holds_the_faces_of_a_still_scene_through_the_split_search(weights, data
         assert len(later) == 5
         # O-net re-regresses each box every frame: they jitter by a few pixels but neither drift nor swap.
         assert (box_iou(boxes_of(first), boxes_of(later)).max(1) > 0.75).all()
-
-
-def video_frames(path, size=(640, 360)):
-    capture = cv2.VideoCapture(str(path))
-    try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                return
-            yield cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
-    finally:
-        capture.release()
 
 
 def test_on_real_video_finds_what_a_full_search_finds(weights, data_dir):

@@ -29,7 +29,7 @@ from emocam.errors import EmoCamError
 from emocam.evaluate.classification import classification_metrics
 from emocam.nets.repvgg_plus import (VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict,
                                      normalise_u8)
-from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces
+from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces, save_npy
 
 HELP = """\
 --data is an image folder (<emotion>/<image>, e.g. fer2013/train), an AffectNet CSV, a file,label CSV or EmoCam
@@ -331,11 +331,7 @@ def teacher_probabilities(names: tuple[str, ...], faces: FaceArrays, cfg, cache_
             probs[start:start + batch] += teacher.predict_crops(crops) + teacher.predict_crops(mirrored)
     probs = (probs / (2 * len(teachers))).astype(np.float32)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + f".{os.getpid()}.part")
-        with open(tmp, "wb") as f:
-            np.save(f, probs)
-        os.replace(tmp, cache)
+        save_npy(cache, probs)
     return probs
 
 

@@ -177,12 +177,17 @@ def load_faces(samples: list[Sample], size: int, cache_dir: Path | None = None, 
     for i, sample in enumerate(progress(samples, len(samples), desc)):
         images[i] = decode(sample, size)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + f".{os.getpid()}.part")
-        with open(tmp, "wb") as f:
-            np.save(f, images)
-        os.replace(tmp, cache)
+        save_npy(cache, images)
     return FaceArrays(images, labels)
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """np.save through a temporary file and a rename: a killed run leaves no half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.part")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
 
 
 def _csv_rows(path: Path, columns: tuple[str, ...]):
