@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from emocam.types import Face
 from emocam.weights import WeightStore
+
+
+# A score threshold in a backend's options.
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def check_bgr(image: np.ndarray) -> None:
+    """What every detect() accepts; anything else is a caller's bug, said plainly."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
 
 
 class NoOptions(BaseModel):

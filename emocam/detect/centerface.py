@@ -16,8 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from emocam.detect import DETECTORS
-from emocam.detect.base import Detector
-from emocam.detect.mtcnn import Probability, check_bgr
+from emocam.detect.base import Detector, Probability, check_bgr
 from emocam.errors import WeightsError
 from emocam.nets.onnx_graph import OnnxGraph, graph_from_onnx
 from emocam.types import Face

@@ -21,8 +21,8 @@ import torch
 from pydantic import Field
 
 from emocam.detect import DETECTORS
+from emocam.detect.base import Probability, check_bgr
 from emocam.detect.centerface import CenterFaceDetector, CenterFaceOptions, merge, to_faces
-from emocam.detect.mtcnn import Probability, check_bgr
 from emocam.types import Face
 
 CROP = 96  # side of the re-check crops given to the network (a multiple of 32)
@@ -99,10 +99,8 @@ class CenterFaceTrackDetector(CenterFaceDetector):
             if off_centre[nearest] > CROP / 4:
                 continue
             best = rows[nearest].copy()
-            best[[0, 2, 5, 7, 9, 11, 13]] = best[[0, 2, 5, 7, 9, 11, 13]] * scale + left  # x: boxes, landmarks
-            best[[1, 3, 6, 8, 10, 12, 14]] = best[[1, 3, 6, 8, 10, 12, 14]] * scale + top
-            best[0:4:2] = best[0:4:2].clip(0, w)
-            best[1:4:2] = best[1:4:2].clip(0, h)
+            best[:4] = (best[:4] * scale + (left, top, left, top)).clip(0, (w, h, w, h))  # crop -> frame pixels
+            best[5:] = best[5:] * scale + (left, top) * 5
             kept.append(best)
         return merge(np.array(kept, np.float32).reshape(-1, 15), self.options.nms_iou)
 

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from emocam.detect import DETECTORS
-from emocam.detect.base import Detector
+from emocam.detect.base import Detector, Probability, check_bgr
 from emocam.nets.mtcnn import ONet, PNet, RNet, detect_faces
 from emocam.types import Face
 from emocam.weights import WeightStore
 
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 WEIGHTS = {"pnet": "mtcnn_pnet", "rnet": "mtcnn_rnet", "onet": "mtcnn_onet"}
 
 
@@ -57,11 +54,6 @@ class MTCNNDetector(Detector):
                 opts.min_face_size, opts.thresholds, opts.scale_factor, bgr=True,
             )
         return to_faces(boxes, points)
-
-
-def check_bgr(image: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image.dtype} {image.shape}")
 
 
 def to_faces(boxes: torch.Tensor, points: torch.Tensor) -> list[Face]:

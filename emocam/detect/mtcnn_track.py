@@ -24,7 +24,8 @@ import torch
 from pydantic import Field
 
 from emocam.detect import DETECTORS
-from emocam.detect.mtcnn import MTCNNDetector, MTCNNOptions, Probability, check_bgr, to_faces
+from emocam.detect.base import Probability, check_bgr
+from emocam.detect.mtcnn import MTCNNDetector, MTCNNOptions, to_faces
 from emocam.nets.mtcnn import (
     CELL, NMS_ONET, STRIDE, AreaResampler, _overlap, _square, nms, onet_stage, pnet_candidates, pnet_windows,
     pyramid_scales, rnet_stage,

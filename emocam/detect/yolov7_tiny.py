@@ -12,7 +12,6 @@ import pickle
 import types
 from collections import OrderedDict
 from pathlib import Path
-from typing import Annotated
 
 import cv2
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from emocam.detect import DETECTORS
-from emocam.detect.base import Detector
+from emocam.detect.base import Detector, Probability, check_bgr
 from emocam.errors import WeightsError
 from emocam.nets.mtcnn import nms
 from emocam.nets.yolov7_tiny import (
@@ -29,7 +28,6 @@ from emocam.nets.yolov7_tiny import (
 from emocam.types import Face
 from emocam.weights import WeightStore, sha256_file
 
-Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 DEFAULT_WEIGHTS = "yolov7_tiny_face"
 PAD = 114
 MAX_CANDIDATES = 30000  # best-scored boxes that go into NMS (yolov7's max_nms)
@@ -82,8 +80,7 @@ class YOLOv7TinyDetector(Detector):
         return {"yolov7_tiny": self._sha256}
 
     def detect(self, image_bgr: np.ndarray) -> list[Face]:
-        if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
+        check_bgr(image_bgr)
         opts = self.options
         x, scale, (left, top) = letterbox(image_bgr, opts.img_size)
         with torch.inference_mode():
