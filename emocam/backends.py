@@ -17,11 +17,12 @@ def build_detector(cfg: Config, name: str | None = None) -> Detector:
     return cls(cfg.detector.options(name), select_device(cfg.runtime), WeightStore(cfg.models_dir))
 
 
-def build_classifier(cfg: Config, name: str | None = None) -> Classifier:
+def build_classifier(cfg: Config, name: str | None = None, options=None) -> Classifier:
+    """The named (default: configured) classifier with its configured options, or with `options` instead."""
     name = name or cfg.classifier.name
     cls = CLASSIFIERS.get(name)
     device = select_device(cfg.runtime)
-    classifier = cls(cfg.classifier.options(name), device, WeightStore(cfg.models_dir))
+    classifier = cls(options or cfg.classifier.options(name), device, WeightStore(cfg.models_dir))
     if cfg.runtime.half and device.type == "cuda":
         classifier.precision = torch.float16
     return classifier

@@ -17,7 +17,7 @@ from emocam.evaluate.classification import classification_metrics
 from emocam.explain.explainer import Explainer
 from emocam.explain.options import ExplainConfig
 from emocam.nets.repvgg_plus import (VARIANTS, RepVGGPlusBlock, build_repvgg_plus, deploy_state_dict,
-                                     load_deployed, normalise_u8)
+                                     load_deployed, matching_variants, normalise_u8)
 from emocam.train.emotion_data import labels_csv_samples, load_faces
 from emocam.types import EMOTIONS, Face
 from emocam.weights import WeightStore, sha256_file
@@ -112,6 +112,60 @@ def test_weights_of_another_variant_do_not_load(tmp_path):
     state = deploy_state_dict(trained_looking("repvggplus-fer-s").reparameterize())
     with pytest.raises(RuntimeError):
         load_deployed("repvggplus-fer-xs", state)
+
+
+def test_the_variant_is_recognised_from_deploy_weights():
+    for arch in FACE_VARIANTS:
+        state = deploy_state_dict(build_repvgg_plus(arch).eval().reparameterize())
+        assert arch in matching_variants(state)
+    # only input size and stem stride tell these two apart, and neither is in the weights
+    state = deploy_state_dict(build_repvgg_plus("repvggplus-fer-m").eval().reparameterize())
+    assert matching_variants(state) == ["repvggplus-fer-m", "repvggplus-face64-m"]
+    state = deploy_state_dict(build_repvgg_plus("repvggplus-fer-xs").eval().reparameterize())
+    assert matching_variants(state) == ["repvggplus-fer-xs"]
+    assert matching_variants({k: v for k, v in state.items() if k != "blocks.1.fused.bias"}) == []
+    assert matching_variants(build_repvgg_plus("repvggplus-fer-xs").state_dict()) == []  # training form
+
+
+def test_backend_loads_a_deploy_file_named_by_path(tmp_path):
+    """What `emocam train classifier` writes runs in every command without a manifest entry."""
+    model = trained_looking("repvggplus-fer-s", seed=3).reparameterize()
+    path = tmp_path / "run" / "deploy.pt"
+    path.parent.mkdir()
+    torch.save(deploy_state_dict(model), path)
+    classifier = RepVGGClassifier(RepVGGOptions(weights=str(path)), torch.device("cpu"), WeightStore(tmp_path))
+    assert classifier.config == VARIANTS["repvggplus-fer-s"]
+    assert classifier.weights_sha256 == {str(path): sha256_file(path)}
+    face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    with torch.no_grad():
+        expected = torch.softmax(model(normalise_u8(torch.from_numpy(face[None, None]))), 1).numpy()
+    np.testing.assert_allclose(classifier.predict_crops([face]), expected, atol=1e-5)
+
+
+def test_a_wrong_weights_file_is_named_with_what_to_do(tmp_path):
+    def load(path):
+        return RepVGGClassifier(RepVGGOptions(weights=str(path)), torch.device("cpu"), WeightStore(tmp_path))
+
+    with pytest.raises(WeightsError, match="no such file"):
+        load(tmp_path / "missing.pt")
+    checkpoint = tmp_path / "last.pt"
+    torch.save({"model": build_repvgg_plus("repvggplus-fer-xs").state_dict()}, checkpoint)
+    with pytest.raises(WeightsError, match="training checkpoint: use deploy.pt"):
+        load(checkpoint)
+    ambiguous = tmp_path / "m.pt"
+    torch.save(deploy_state_dict(build_repvgg_plus("repvggplus-face64-m").eval().reparameterize()), ambiguous)
+    with pytest.raises(WeightsError, match="set classifier.repvgg-fer.arch"):
+        load(ambiguous)
+    chosen = RepVGGClassifier(RepVGGOptions(weights=str(ambiguous), arch="repvggplus-face64-m"),
+                              torch.device("cpu"), WeightStore(tmp_path))
+    assert chosen.size == 64
+    with pytest.raises(WeightsError, match="not repvggplus-fer-xs"):
+        RepVGGClassifier(RepVGGOptions(weights=str(ambiguous), arch="repvggplus-fer-xs"), torch.device("cpu"),
+                         WeightStore(tmp_path))
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not torch")
+    with pytest.raises(WeightsError, match="not a torch weights file"):
+        load(broken)
 
 
 def test_crop_is_fers_window_at_48(random_classifier, astronaut_bgr):

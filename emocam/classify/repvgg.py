@@ -9,6 +9,8 @@ way, and sharing the window keeps this backend's explain maps and mini-xception'
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
@@ -18,14 +20,19 @@ from emocam.classify import CLASSIFIERS
 from emocam.classify.base import Classifier
 from emocam.classify.mini_xception import fer_clamped_window, fer_gray_crop
 from emocam.errors import WeightsError
-from emocam.nets.repvgg_plus import VARIANTS, load_deployed, normalise_u8
+from emocam.nets.repvgg_plus import VARIANTS, load_deployed, matching_variants, normalise_u8
 from emocam.train.emotion_data import resize_face
 from emocam.types import Face
+from emocam.weights import sha256_file
 
 
 class RepVGGOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    weights: str = "repvgg_fer"  # manifest name; its entry's `arch` names the variant
+    # A name in models/manifest.toml (its entry's `arch` names the variant), or a deploy.pt written by
+    # `emocam train classifier` (the variant is recognised from the tensors' shapes).
+    weights: str = "repvgg_fer"
+    # The variant of a weights file whose tensors fit several (e.g. repvggplus-fer-m and repvggplus-face64-m).
+    arch: str | None = None
 
 
 @CLASSIFIERS.register("repvgg-fer")
@@ -34,16 +41,44 @@ class RepVGGClassifier(Classifier):
 
     def __init__(self, options: RepVGGOptions, device: torch.device, weights):
         super().__init__(options, device, weights)
-        entry = weights.entry(options.weights)
-        arch = entry.get("arch")
-        if arch not in VARIANTS:
-            raise WeightsError(f"weights {options.weights!r}: the manifest entry needs arch = one of "
-                               f"{', '.join(VARIANTS)} (has {arch!r})")
+        path = Path(options.weights).expanduser()
+        if path.suffix or "/" in options.weights or path.is_file():
+            arch, state, self._sha256 = self._from_file(path, options.arch)
+        else:
+            entry = weights.entry(options.weights)
+            arch = entry.get("arch")
+            if arch not in VARIANTS:
+                raise WeightsError(f"weights {options.weights!r}: the manifest entry needs arch = one of "
+                                   f"{', '.join(VARIANTS)} (has {arch!r})")
+            state, self._sha256 = weights.state_dict(options.weights), weights.sha256(options.weights)
         self.config = VARIANTS[arch]
         if self.config.in_channels != 1:
             raise WeightsError(f"weights {options.weights!r}: {arch} takes RGB input; this backend feeds gray faces")
         self.size = self.config.input_size
-        self.model = load_deployed(arch, weights.state_dict(options.weights), device)
+        self.model = load_deployed(arch, state, device)
+
+    @staticmethod
+    def _from_file(path: Path, arch: str | None) -> tuple[str, dict[str, torch.Tensor], str]:
+        where = f"classifier.repvgg-fer.weights = {str(path)!r}"
+        if not path.is_file():
+            raise WeightsError(f"{where}: no such file; give a deploy.pt from `emocam train classifier` or a name "
+                               "in models/manifest.toml")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+            raise WeightsError(f"{where}: not a torch weights file ({type(exc).__name__})") from None
+        fits = matching_variants(state) if isinstance(state, dict) else []
+        if not fits:
+            hint = " (this is a training checkpoint: use deploy.pt beside it)" if isinstance(state, dict) and (
+                "model" in state or any(k.endswith(".bn.weight") for k in state)) else ""
+            raise WeightsError(f"{where}: not the deploy weights of a RepVGG-Plus variant{hint}")
+        if arch is None and len(fits) > 1:
+            raise WeightsError(f"{where}: these weights fit {' and '.join(fits)}; set classifier.repvgg-fer.arch "
+                               "to the one they were trained as")
+        if arch is not None and arch not in fits:
+            raise WeightsError(f"{where}: these are {' or '.join(fits)} weights, not {arch} "
+                               "(classifier.repvgg-fer.arch)")
+        return arch or fits[0], state, sha256_file(path)
 
     def crop(self, frame_bgr: np.ndarray, face: Face) -> np.ndarray:
         return resize_face(fer_gray_crop(frame_bgr, face.box), self.size)
@@ -60,4 +95,4 @@ class RepVGGClassifier(Classifier):
 
     @property
     def weights_sha256(self) -> dict[str, str]:
-        return {self.options.weights: self.weights.sha256(self.options.weights)}
+        return {self.options.weights: self._sha256}

@@ -172,6 +172,24 @@ def deploy_state_dict(model: RepVGGPlus) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
 
 
+def deploy_shapes(arch: str, num_classes: int = 7) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a variant's deploy weights, computed on the meta device (no memory)."""
+    with torch.device("meta"):
+        model = build_repvgg_plus(arch, num_classes).reparameterize()
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def matching_variants(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """The variants whose deploy weights have exactly these names and shapes. Usually one; variants that differ
+    only in input size or stride (fer-m and face64-m) share them. Lets a deploy.pt from `emocam train classifier`
+    load without a manifest entry."""
+    head = state_dict.get("classifier.weight")
+    if not isinstance(head, torch.Tensor) or head.ndim != 4:
+        return []
+    shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state_dict.items()}
+    return [arch for arch in VARIANTS if deploy_shapes(arch, head.shape[0]) == shapes]
+
+
 def load_deployed(arch: str, state_dict: dict[str, torch.Tensor], device: torch.device | str = "cpu",
                   num_classes: int = 7) -> RepVGGPlus:
     """An eval-mode deploy-form model from deploy weights (channels_last: faster on CPU oneDNN)."""
