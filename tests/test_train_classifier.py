@@ -213,6 +213,20 @@ def test_resume_continues_exactly_where_the_run_stopped(faces, tmp_path):
     assert torch.equal(resumed.gen.get_state(), straight.gen.get_state())
 
 
+def test_a_time_budget_sets_the_length_after_the_warm_up_epoch(faces, tmp_path):
+    torch.set_num_threads(1)
+    small = FaceArrays(faces.images[::4], faces.labels[::4])
+    planned = Trainer(tiny_recipe(epochs=3, warmup_epochs=1.0), small, tmp_path / "a", torch.device("cpu"))
+    planned.fit(until=1)
+    squeezed = Trainer(tiny_recipe(epochs=3, warmup_epochs=1.0), small, tmp_path / "b", torch.device("cpu"))
+    assert squeezed.fit(time_budget=1e-6)["epochs"] == 1  # nothing more fits: the warm-up epoch is the run
+    assert torch.load(tmp_path / "b" / "last.pt", weights_only=True)["recipe"]["epochs"] == 1
+    for key, value in planned.model.state_dict().items():  # the warm-up does not depend on the run's length
+        torch.testing.assert_close(squeezed.model.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    roomy = Trainer(tiny_recipe(epochs=2, warmup_epochs=1.0), small, tmp_path / "c", torch.device("cpu"))
+    assert roomy.fit(time_budget=1e6)["epochs"] == 2  # --epochs stays the cap
+
+
 def test_best_epoch_export_and_init(faces, tmp_path):
     """best.pt/deploy.pt/metrics.csv after fit; --init loads training weights and refuses deploy ones."""
     few = FaceArrays(faces.images[::4], faces.labels[::4])
@@ -278,6 +292,18 @@ def test_teacher_probabilities_average_teachers_and_mirrors_and_are_cached(faces
 
     monkeypatch.setattr(base.Classifier, "predict_crops", lambda *a: pytest.fail("teachers ran again"))
     np.testing.assert_array_equal(teacher_probabilities(("mini-xception", "repvgg-fer"), few, cfg, tmp_path), probs)
+
+
+def test_a_teacher_may_be_a_deploy_file(faces, models_dir):
+    """A bigger model trained first teaches through its deploy.pt, without a manifest entry."""
+    from emocam.config import load_config
+
+    cfg = load_config(None, [f"runtime.models_dir={str(models_dir)!r}"])
+    few = FaceArrays(faces.images[:40], faces.labels[:40])
+    by_file = teacher_probabilities((str(models_dir / "repvgg_fer.pth"),), few, cfg, None)
+    np.testing.assert_allclose(by_file, teacher_probabilities(("repvgg-fer",), few, cfg, None), atol=1e-6)
+    with pytest.raises(EmoCamError, match="neither a classifier"):
+        teacher_probabilities(("no-such-teacher",), few, cfg, None)
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(faces):

@@ -35,7 +35,8 @@ HELP = """\
 --data is an image folder (<emotion>/<image>, e.g. fer2013/train), an AffectNet CSV, a file,label CSV or EmoCam
 export sessions (see emocam/train/emotion_data.py). Faces are decoded once and cached as .npy in OUT/cache.
 OUT gets last.pt (resumable checkpoint, written every epoch), best.pt (the best epoch's training-form weights),
-deploy.pt (the best epoch reparameterised: the file a classifier backend loads) and metrics.csv.
+deploy.pt (the best epoch reparameterised: what the classifier runs, e.g. `emocam eval classifier --classifier
+repvgg-fer --set classifier.repvgg-fer.weights=OUT/deploy.pt`) and metrics.csv.
 --val-labels (a file,label CSV such as eval/emotion/labels.csv, optionally with --val-filter-prefix) picks the
 best epoch by validation accuracy; without it the last epoch is the best."""
 
@@ -249,14 +250,19 @@ class Trainer:
         rows = [h for h in self.recipe.history if key in h]
         return max(rows, key=lambda h: (h[key], h["epoch"])) if rows else None
 
-    def fit(self, until: int | None = None) -> dict:
-        """Train to the recipe's last epoch, or stop after epoch `until` (the schedule still spans all epochs)."""
+    def fit(self, until: int | None = None, time_budget: float | None = None) -> dict:
+        """Train to the recipe's last epoch, or stop after epoch `until` (the schedule still spans all epochs).
+
+        time_budget (seconds, fresh runs only): after the first epoch, shorten the run to as many epochs as fit,
+        judged by that epoch's wall time. The first epoch is pure warm-up, whose rates do not depend on the length
+        of the run, so the schedule is exactly the one a run told that length from the start would follow."""
         r = self.recipe
         stop = min(until or r.epochs, r.epochs)
         logger.info(f"{r.arch}: {sum(p.numel() for p in self.model.parameters()):,} parameters, "
                     f"{len(self.train_set)} training faces, {self.steps_per_epoch} steps/epoch, "
                     f"epochs {self.epoch + 1}..{r.epochs} on {self.device}")
         while self.epoch < stop:
+            began = time.monotonic()
             # the rate of this epoch's first step (after --resume --epochs N the optimizer still holds the old one)
             first_lr = r.lr * lr_factor(self.scheduler.last_epoch, self.steps_per_epoch, r)
             row = {"epoch": self.epoch + 1, "lr": round(first_lr, 6)}
@@ -271,6 +277,13 @@ class Trainer:
             self.save("last.pt", self.state())  # after best/deploy: a resumed run never lacks the best epoch
             self.write_metrics()
             logger.info(" ".join(f"{k}={v}" for k, v in row.items()))
+            if time_budget and self.epoch == 1 and r.warmup_epochs >= 1:
+                fit = max(1, int(time_budget // (time.monotonic() - began)))
+                if fit < r.epochs:
+                    logger.info(f"time budget {time_budget:.0f} s: {fit} epochs fit (of {r.epochs})")
+                    r.epochs = fit
+                    self.save("last.pt", self.state())
+                stop = min(until or r.epochs, r.epochs)
         return {"epochs": self.epoch, "best": self.best(), "out": str(self.out)}
 
     def export_deploy(self) -> Path:
@@ -311,10 +324,9 @@ def teacher_probabilities(names: tuple[str, ...], faces: FaceArrays, cfg, cache_
     """(N, 7) float32: the named classifier backends' probabilities for each training face, averaged over the
     backends and over the face and its mirror image (training flips at random, so the target should not care).
     Cached beside the decoded faces, keyed by the faces and the teachers' weight files."""
-    from emocam.backends import build_classifier
     from emocam.progress import progress
 
-    teachers = [build_classifier(cfg, name) for name in names]
+    teachers = [build_teacher(cfg, name) for name in names]
     key = hashlib.sha256(json.dumps([list(names), [t.weights_sha256 for t in teachers]]).encode())
     key.update(faces.images.tobytes())
     cache = Path(cache_dir) / f"teachers-{len(faces)}-{key.hexdigest()[:16]}.npy" if cache_dir else None
@@ -333,6 +345,19 @@ def teacher_probabilities(names: tuple[str, ...], faces: FaceArrays, cfg, cache_
     if cache is not None:
         save_npy(cache, probs)
     return probs
+
+
+def build_teacher(cfg, name: str):
+    """A classifier backend by name, or a RepVGG-Plus deploy.pt (a bigger model trained first, for example)."""
+    from emocam.backends import build_classifier
+    from emocam.classify import CLASSIFIERS
+
+    if name in CLASSIFIERS.names():
+        return build_classifier(cfg, name)
+    if not (Path(name).suffix or "/" in name):
+        raise EmoCamError(f"--teacher {name}: neither a classifier ({', '.join(CLASSIFIERS.names())}) nor a "
+                          "deploy.pt file")
+    return build_classifier(cfg, "repvgg-fer", CLASSIFIERS.get("repvgg-fer").Options(weights=name))
 
 
 def load_init(model: RepVGGPlus, path: Path) -> None:
@@ -365,6 +390,8 @@ def register(sub, parents) -> None:
                    help="continue OUT/last.pt (its recipe wins; --epochs may extend it)")
     p.add_argument("--until-epoch", type=int, metavar="N",
                    help="stop after epoch N, e.g. at the end of a session; continue later with --resume")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="fresh runs: as many epochs as fit in SECONDS (at most --epochs), judged by the first one")
     p.add_argument("--init", type=Path, metavar="CKPT", help="start from these training-form weights (fine-tuning)")
     p.add_argument("--val-labels", type=Path, metavar="CSV", help="file,label CSV that picks the best epoch")
     p.add_argument("--val-filter-prefix", metavar="P", help="only validation rows whose file name starts with P")
@@ -376,7 +403,8 @@ def register(sub, parents) -> None:
     p.add_argument("--erase-prob", type=float, default=d.erase_prob,
                    help=f"share of images with a random rectangle blanked (default {d.erase_prob})")
     p.add_argument("--teacher", action="append", default=[], metavar="CLASSIFIER",
-                   help="distil from this classifier backend (repeat for an ensemble), e.g. mini-xception")
+                   help="distil from this classifier backend or RepVGG-Plus deploy.pt (repeat for an ensemble), "
+                        "e.g. mini-xception or out/big/deploy.pt")
     p.add_argument("--distill-weight", type=float, default=0.5,
                    help="share of the loss that follows the teachers when --teacher is given (default 0.5)")
     p.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
@@ -430,5 +458,7 @@ def run(args: argparse.Namespace, cfg=None) -> int:
         trainer.load_state(state)
     elif args.init:
         load_init(trainer.model, args.init)
-    print_json(trainer.fit(args.until_epoch))
+    if args.time_budget is not None and (state is not None or args.time_budget <= 0):
+        raise EmoCamError("--time-budget: a positive number of seconds, for a fresh run (not with --resume)")
+    print_json(trainer.fit(args.until_epoch, args.time_budget))
     return 0

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The repvgg-fer classifier's GPU recipe in one call (models/repvgg_fer.md, "Next: on a GPU"): two bigger
+# RepVGG-Plus teachers trained side by side on FER2013, then the shipped fer-xs fine-tuned from its committed
+# training state while distilling them, at two distillation weights side by side; PublicTest picks the epochs.
+# Every run is sized by time (--time-budget), so the whole call fits a fixed lease:
+#   TEACHER_S (default 240) and STUDENT_S (default 150) seconds of training, plus ~1 minute of set-up.
+# Inputs: .device/faces.tar.gz (+ .device/whl/ where pydantic or loguru are missing), written by
+# scripts/pack_device.py. Results in $OUT (default out/gpu-run): summary.json, the best student's deploy.pt and
+# last.pt, the teachers' soft targets (to distil further on a CPU), the best teacher's weights in float16, runs.tgz.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+PACK=${PACK:-.device}
+OUT=${OUT:-out/gpu-run}
+WORK=${WORK:-/tmp/emocam-gpu}
+DEVICE=${DEVICE:-cuda}
+TEACHER_ARCH=${TEACHER_ARCH:-repvggplus-fer-m}
+TEACHER_S=${TEACHER_S:-240}
+STUDENT_S=${STUDENT_S:-150}
+THREADS=${THREADS:-4}
+INIT=${INIT:-models/training/repvgg-fer-xs-ft/last.pt}
+mkdir -p "$OUT" "$WORK"
+began=$(date +%s)
+say() { echo "[$(( $(date +%s) - began )) s] $*"; }
+
+if [ -d "$PACK/whl" ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$WORK/site" "$PACK"/whl/*.whl
+  export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+tar -xzf "$PACK/faces.tar.gz" -C "$WORK"
+say "$(ls "$WORK"/train/*/* | wc -l) training faces; $($PY -c 'import torch; print("torch", torch.__version__,
+  torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA")')"
+
+train() {  # OUT-DIR ARGS...: one run, its log in WORK
+  local out=$1; shift
+  $PY -m emocam train classifier --data "$WORK/train" --val-labels "$WORK/eval/labels.csv" --device "$DEVICE" \
+    --threads "$THREADS" --epochs 1000 --out "$WORK/$out" "$@" > "$WORK/$out.json" 2> "$WORK/$out.log"
+}
+side_by_side() {  # wait for the background runs; fail if any failed
+  local failed=0
+  for pid in $(jobs -p); do wait "$pid" || failed=1; done
+  if [ "$failed" = 1 ]; then tail -n 5 "$WORK"/*.log; exit 1; fi
+}
+best_of() { $PY - "$@" <<'PY'
+import json, sys
+runs = {d: json.load(open(f"{d}.json"))["best"] for d in sys.argv[1:]}
+print(max(runs, key=lambda d: runs[d]["val_acc"]))
+PY
+}
+
+say "teachers: 2 x $TEACHER_ARCH, ${TEACHER_S} s"
+train teacher-0 --arch "$TEACHER_ARCH" --seed 0 --time-budget "$TEACHER_S" &
+train teacher-1 --arch "$TEACHER_ARCH" --seed 1 --time-budget "$TEACHER_S" &
+side_by_side
+
+say "students: repvggplus-fer-xs from $INIT, distilled, ${STUDENT_S} s"
+student=(--arch repvggplus-fer-xs --init "$INIT" --lr 0.02 --weight-decay 1e-4 --erase-prob 0.25
+         --label-smoothing 0.05 --teacher "$WORK/teacher-0/deploy.pt" --teacher "$WORK/teacher-1/deploy.pt"
+         --set "runtime.device=$DEVICE" --time-budget "$STUDENT_S")
+train student-w0.5 "${student[@]}" --distill-weight 0.5 &
+train student-w0.9 "${student[@]}" --distill-weight 0.9 &
+side_by_side
+
+cd "$WORK"
+best_student=$(best_of student-w0.5 student-w0.9)
+best_teacher=$(best_of teacher-0 teacher-1)
+cp "$best_student/deploy.pt" "$OUT/deploy.pt"
+cp "$best_student/last.pt" "$OUT/last.pt"
+cp "$best_student"/cache/teachers-*.npy "$OUT/"
+$PY -c "import torch, sys; torch.save({k: v.half() for k, v in torch.load(sys.argv[1]).items()}, sys.argv[2])" \
+  "$best_teacher/deploy.pt" "$OUT/teacher-fp16.pt"
+$PY - "$best_student" "$best_teacher" teacher-0 teacher-1 student-w0.5 student-w0.9 > "$OUT/summary.json" <<'PY'
+import json, sys
+best_student, best_teacher, *runs = sys.argv[1:]
+print(json.dumps({"best_student": best_student, "best_teacher": best_teacher,
+                  **{r: json.load(open(f"{r}.json"))["best"] for r in runs}}, indent=1))
+PY
+tar -czf "$OUT/runs.tgz" ./*.json ./*/metrics.csv
+for log in ./*.log; do tr '\r' '\n' < "$log" | grep -v '%)' | tail -n 200 > "$log.tail"; done
+tar -czf "$OUT/logs.tgz" ./*.log.tail
+cat "$OUT/summary.json"
+say "done"
