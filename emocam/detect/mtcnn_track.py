@@ -27,8 +27,8 @@ from emocam.detect import DETECTORS
 from emocam.detect.base import Probability, check_bgr
 from emocam.detect.mtcnn import MTCNNDetector, MTCNNOptions, to_faces
 from emocam.nets.mtcnn import (
-    CELL, NMS_ONET, STRIDE, AreaResampler, _overlap, _square, nms, onet_stage, pnet_candidates, pnet_windows,
-    pyramid_scales, rnet_stage,
+    CELL, NMS_ONET, STRIDE, AreaResampler, nms, onet_stage, overlap, pnet_candidates, pnet_windows,
+    pyramid_scales, rnet_stage, square,
 )
 from emocam.types import Face
 
@@ -93,7 +93,7 @@ class MTCNNTrackDetector(MTCNNDetector):
             new = rnet_stage(pnet_candidates(found, self.device), sampler, self.rnet, opts.thresholds[1])
             if len(old_boxes) and len(new):
                 # The search finds the tracked faces again; O-net has just re-checked those.
-                new = new[~(_overlap(new[:, :4], old_boxes[:, :4], "iou") > 0.3).any(1)]
+                new = new[~(overlap(new[:, :4], old_boxes[:, :4], "iou") > 0.3).any(1)]
             new_boxes, new_points = onet_stage(new, sampler, self.onet, opts.thresholds[2])
             boxes = torch.cat([new_boxes, old_boxes])
             points = torch.cat([new_points, old_points])
@@ -107,7 +107,7 @@ class MTCNNTrackDetector(MTCNNDetector):
         still there, its box regression follows the face as it moves."""
         if not len(self._tracked):
             return torch.zeros(0, 5, device=self.device), torch.zeros(0, 5, 2, device=self.device)
-        last = _square(self._tracked[:, :4].clone())
+        last = square(self._tracked[:, :4].clone())
         centre = (last[:, :2] + last[:, 2:]) / 2
         half = (last[:, 2:3] - last[:, 0:1]) * (WIDER / 2)
         wider = torch.cat([centre - half, centre + half], dim=1)

@@ -132,8 +132,8 @@ def nms(
         chunk = ranked[start : start + block]
         alive = torch.ones(len(chunk), dtype=torch.bool, device=boxes.device)
         if len(kept_boxes):
-            alive = ~(_overlap(kept_boxes, chunk, mode) > threshold).any(0)
-        suppresses = (_overlap(chunk, chunk, mode) > threshold).triu(1) & alive[:, None]
+            alive = ~(overlap(kept_boxes, chunk, mode) > threshold).any(0)
+        suppresses = (overlap(chunk, chunk, mode) > threshold).triu(1) & alive[:, None]
         keep = alive
         while True:
             updated = alive & ~(suppresses & keep[:, None]).any(0)
@@ -147,7 +147,7 @@ def nms(
     return order[torch.cat(kept)]
 
 
-def _overlap(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
+def overlap(a: torch.Tensor, b: torch.Tensor, mode: str) -> torch.Tensor:
     """(len(a), len(b)) overlaps, in the same float32 operation order as torchvision's C++ / facenet's numpy."""
     ax1, ay1, ax2, ay2 = (a[:, i, None] for i in range(4))
     bx1, by1, bx2, by2 = (b[None, :, i] for i in range(4))
@@ -267,7 +267,7 @@ def _proposals(reg: torch.Tensor, prob: torch.Tensor, scale: float, threshold: f
     return torch.cat([top_left, bottom_right, score[yx[:, 0], yx[:, 1], None], offsets], dim=1)
 
 
-def _square(boxes: torch.Tensor) -> torch.Tensor:
+def square(boxes: torch.Tensor) -> torch.Tensor:
     """Grow each box to a square around its centre (facenet's rerec), in place."""
     h = boxes[:, 3] - boxes[:, 1]
     w = boxes[:, 2] - boxes[:, 0]
@@ -352,7 +352,7 @@ def pnet_candidates(found: list[torch.Tensor], device: torch.device) -> torch.Te
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     corners = boxes[:, :4] + boxes[:, 5:9] * torch.stack([w, h, w, h], dim=1)
-    return _square(torch.cat([corners, boxes[:, 4:5]], dim=1))
+    return square(torch.cat([corners, boxes[:, 4:5]], dim=1))
 
 
 def rnet_stage(boxes: torch.Tensor, sampler: AreaResampler, rnet: RNet, threshold: float) -> torch.Tensor:
@@ -366,7 +366,7 @@ def rnet_stage(boxes: torch.Tensor, sampler: AreaResampler, rnet: RNet, threshol
     boxes = torch.cat([boxes[passed, :4], prob[passed, 1:2]], dim=1)
     offsets = offsets[passed]
     keep = nms(boxes, boxes[:, 4], NMS_RNET)
-    return _square(_regress(boxes[keep], offsets[keep]))
+    return square(_regress(boxes[keep], offsets[keep]))
 
 
 def onet_stage(boxes: torch.Tensor, sampler: AreaResampler, onet: ONet,
