@@ -51,3 +51,15 @@ def test_bench_detector_only_times_each_frame(data_dir, models_dir, detector):
     assert (doc["detector"], doc["frames"]) == (detector, 30)
     assert 0.9 <= doc["faces_mean"] <= 1.1
     assert 0 < doc["detect_ms_p50"] <= doc["detect_ms_p95"] <= doc["detect_ms_max"]
+
+
+def test_kept_meter_keeps_the_run_in_fixed_memory_and_feeds_the_pipeline():
+    from emocam.commands.bench import _KeptMeter
+
+    meter = _KeptMeter(capacity=4)
+    for i in range(6):
+        meter.tick(float(i), 0.01 * i)
+    meter.tick(6.0)  # a tick without a duration counts but keeps nothing
+    assert meter.kept_count == 4 and meter.kept(2).tolist() == [0.02, 0.03]  # full: later values are not kept
+    assert meter.count == 7 and meter.percentile(100) == 0.05  # the pipeline's own meter saw everything
+    assert meter.rate(6.0) > 0

@@ -88,7 +88,6 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     from emocam.config import load_config
     from emocam.daemon import build_pipeline
     from emocam.errors import EmoCamError
-    from emocam.pipeline import RateMeter
     from emocam.sources.images import EXTENSIONS as IMAGE_EXTENSIONS
 
     if not args.source.is_file():
@@ -112,24 +111,24 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         total = args.warmup + seconds
         # Every value of the run kept, so the measured window can be cut out of them.
         keep = int(total * args.fps * 2) + 100
-        pipeline.latency, pipeline.detect_time, pipeline.classify_time = (RateMeter(keep=keep) for _ in range(3))
+        pipeline.latency, pipeline.detect_time, pipeline.classify_time = (_KeptMeter(keep) for _ in range(3))
         faces = _FaceCounter()
         pipeline.analysis_hooks.append(faces)
         pipeline.start()
         try:
             time.sleep(args.warmup)
             start_wall, start_cpu = time.monotonic(), _cpu_seconds()
-            out0, inf0, lat0 = pipeline.fps_out.count, pipeline.inference.count, len(pipeline.latency.values)
-            det0, cls0 = len(pipeline.detect_time.values), len(pipeline.classify_time.values)
+            out0, inf0, lat0 = pipeline.fps_out.count, pipeline.inference.count, pipeline.latency.kept_count
+            det0, cls0 = pipeline.detect_time.kept_count, pipeline.classify_time.kept_count
             faces0 = faces.snapshot()
             timeline = _soak(pipeline, seconds, args.sample_s) if args.minutes else None
             if not args.minutes:
                 time.sleep(seconds)
             wall, cpu = time.monotonic() - start_wall, _cpu_seconds() - start_cpu
             out1, inf1 = pipeline.fps_out.count, pipeline.inference.count
-            latencies = np.array(list(pipeline.latency.values)[lat0:]) * 1000
-            detect_ms = np.array(list(pipeline.detect_time.values)[det0:]) * 1000
-            classify_ms = np.array(list(pipeline.classify_time.values)[cls0:]) * 1000
+            latencies = pipeline.latency.kept(lat0) * 1000
+            detect_ms = pipeline.detect_time.kept(det0) * 1000
+            classify_ms = pipeline.classify_time.kept(cls0) * 1000
             analysed, found = (b - a for a, b in zip(faces0, faces.snapshot()))
             status = pipeline.status()
         finally:
@@ -209,6 +208,31 @@ class _FaceCounter:
             return self.frames, self.faces
 
 
+class _KeptMeter:
+    """Stands in for a pipeline RateMeter and also keeps every value of the run, in memory written in full up
+    front: a soak's RSS samples then measure the daemon, not the benchmark's growing record (a deque of floats
+    grew ~0.17 MB a minute)."""
+
+    def __init__(self, capacity: int):
+        from emocam.pipeline import RateMeter
+
+        self.meter = RateMeter()
+        self._all = np.full(capacity, np.nan)  # np.full writes every page now; np.zeros would commit them later
+        self.kept_count = 0
+
+    def tick(self, now: float, value: float | None = None) -> None:
+        self.meter.tick(now, value)
+        if value is not None and self.kept_count < len(self._all):
+            self._all[self.kept_count] = value
+            self.kept_count += 1  # one writer thread per meter; readers only look below kept_count
+
+    def kept(self, start: int = 0) -> np.ndarray:
+        return self._all[start:self.kept_count].copy()
+
+    def __getattr__(self, name: str):  # rate, percentile, count, values: the pipeline's own meter
+        return getattr(self.meter, name)
+
+
 def _percentile(values: np.ndarray, q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values.size else None
 
@@ -253,17 +277,17 @@ def _rss_mb() -> float:
 def _soak(pipeline, seconds: float, sample_s: float) -> list[dict]:
     """Samples of memory and rates; the first is taken after one interval (the model warm-up is over by then)."""
     rows, start = [], time.monotonic()
-    last_out, last_inf, last_lat = pipeline.fps_out.count, pipeline.inference.count, len(pipeline.latency.values)
+    last_out, last_inf, last_lat = pipeline.fps_out.count, pipeline.inference.count, pipeline.latency.kept_count
     while time.monotonic() - start < seconds:
         time.sleep(min(sample_s, max(0.0, seconds - (time.monotonic() - start))))
-        out, inf, values = pipeline.fps_out.count, pipeline.inference.count, list(pipeline.latency.values)
-        window = np.array(values[last_lat:]) * 1000 if len(values) > last_lat else np.zeros(1)
+        out, inf, n_lat = pipeline.fps_out.count, pipeline.inference.count, pipeline.latency.kept_count
+        window = pipeline.latency.kept(last_lat) * 1000 if n_lat > last_lat else np.zeros(1)
         rows.append({"t_s": round(time.monotonic() - start, 1), "rss_mb": round(_rss_mb(), 1),
                      "output_fps": round((out - last_out) / sample_s, 2),
                      "inference_hz": round((inf - last_inf) / sample_s, 2),
                      "latency_ms_p95": round(float(np.percentile(window, 95)), 2)})
         print(f"soak {rows[-1]}", file=sys.stderr, flush=True)
-        last_out, last_inf, last_lat = out, inf, len(values)
+        last_out, last_inf, last_lat = out, inf, n_lat
     return rows
 
 
