@@ -28,7 +28,9 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or only `command`'s in full: a command module that declares HELP (train, whose
+    trainers import torch: ~1.3 s) is then only listed, so that `emocam status` or `emocam ctl` do not wait."""
     parser = argparse.ArgumentParser(
         prog="emocam", parents=[_common_options(False)],
         description="EmoCam: faces, emotions and what the model looks at, live as a virtual webcam or offline.",
@@ -36,8 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"emocam {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        importlib.import_module(f"emocam.commands.{name}").register(sub, [_common_options(True)])
+        module = importlib.import_module(f"emocam.commands.{name}")
+        if command is not None and name != command and hasattr(module, "HELP"):
+            sub.add_parser(name, help=module.HELP)
+        else:
+            module.register(sub, [_common_options(True)])
     return parser
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The command a command line names (the first word that is not an option or an option's value)."""
+    takes_value = {"--config", "--set"}
+    words = iter(argv)
+    for word in words:
+        if word in takes_value:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def print_json(obj) -> None:
@@ -47,7 +65,8 @@ def print_json(obj) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(command_in(argv) or "")
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -7,10 +7,12 @@ import importlib.util
 
 # Adding a trainer is adding its module here: it defines register(subparsers, parents) and its own run().
 TRAINERS = ["emocam.train.classifier", "emocam.train.detector"]
+# Declared so that other commands only list `train` instead of importing the trainers (and torch) at start.
+HELP = "train a classifier or detector on your own data"
 
 
 def register(sub, parents) -> None:
-    p = sub.add_parser("train", parents=parents, help="train a classifier or detector on your own data",
+    p = sub.add_parser("train", parents=parents, help=HELP,
                        description="Train the models EmoCam ships, on your data, with resumable checkpoints.")
     kinds = p.add_subparsers(dest="train_what", metavar="MODEL", required=True)
     for module in TRAINERS:
