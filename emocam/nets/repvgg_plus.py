@@ -173,9 +173,9 @@ def deploy_state_dict(model: RepVGGPlus) -> dict[str, torch.Tensor]:
 
 
 def deploy_shapes(arch: str, num_classes: int = 7) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every tensor in a variant's deploy weights, computed on the meta device (no memory)."""
-    with torch.device("meta"):
-        model = build_repvgg_plus(arch, num_classes).reparameterize()
+    """Name -> shape of every tensor in a variant's deploy weights. (Built on the CPU: the meta device would
+    save the memory but costs ~1 s to set up on first use.)"""
+    model = build_repvgg_plus(arch, num_classes).eval().reparameterize()
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -187,7 +187,11 @@ def matching_variants(state_dict: dict[str, torch.Tensor]) -> list[str]:
     if not isinstance(head, torch.Tensor) or head.ndim != 4:
         return []
     shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state_dict.items()}
-    return [arch for arch in VARIANTS if deploy_shapes(arch, head.shape[0]) == shapes]
+    stem = shapes.get("blocks.0.fused.weight")
+    # only variants with this stem and head get built
+    return [arch for arch, c in VARIANTS.items()
+            if stem == (c.stem_width, c.in_channels, 3, 3) and head.shape[1] == c.widths[-1]
+            and deploy_shapes(arch, head.shape[0]) == shapes]
 
 
 def load_deployed(arch: str, state_dict: dict[str, torch.Tensor], device: torch.device | str = "cpu",
