@@ -20,6 +20,7 @@ STUDENT_S=${STUDENT_S:-150}
 THREADS=${THREADS:-4}
 INIT=${INIT:-models/training/repvgg-fer-xs-ft/last.pt}
 mkdir -p "$OUT" "$WORK"
+OUT=$(cd "$OUT" && pwd) PACK=$(cd "$PACK" && pwd)  # the end of the script runs in WORK
 began=$(date +%s)
 say() { echo "[$(( $(date +%s) - began )) s] $*"; }
 
@@ -29,7 +30,7 @@ if [ -d "$PACK/whl" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 tar -xzf "$PACK/faces.tar.gz" -C "$WORK"
-say "$(ls "$WORK"/train/*/* | wc -l) training faces; $($PY -c 'import torch; print("torch", torch.__version__,
+say "$(find "$WORK/train" -type f | wc -l) training faces; $($PY -c 'import torch; print("torch", torch.__version__,
   torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA")')"
 
 train() {  # OUT-DIR ARGS...: one run, its log in WORK

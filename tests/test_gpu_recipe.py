@@ -1,0 +1,43 @@
+"""scripts/gpu_train_classifier.sh end to end on the CPU with a few real faces, as the GPU image would run it:
+from a packed archive, without pyvirtualcam or obsws-python importable, results in OUT."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from emocam.classify.repvgg import RepVGGClassifier, RepVGGOptions
+from emocam.weights import WeightStore
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pack_then_one_call_trains_teachers_and_a_student(data_dir, models_dir, tmp_path):
+    if not (data_dir / "fer2013" / "train").is_dir():
+        import pytest
+
+        pytest.skip(f"{data_dir / 'fer2013/train'} is missing")
+    pack = tmp_path / "pack"
+    subprocess.run([sys.executable, str(ROOT / "scripts/pack_device.py"), "--data", str(data_dir), "--per-class",
+                    "10", "--dest", str(pack)], check=True, capture_output=True, timeout=120)
+    blocked = tmp_path / "blocked"
+    for name in ("pyvirtualcam", "obsws_python"):  # not on the GPU image
+        (blocked / name).mkdir(parents=True)
+        (blocked / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocked), "PY": sys.executable, "PACK": str(pack),
+           "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
+           "TEACHER_ARCH": "repvggplus-fer-xs", "TEACHER_S": "1", "STUDENT_S": "1", "THREADS": "1"}
+    done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train_classifier.sh")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_student"] in ("student-w0.5", "student-w0.9")
+    assert all(summary[run]["epoch"] >= 1 for run in ("teacher-0", "teacher-1", "student-w0.5", "student-w0.9"))
+    assert len(list(out.glob("teachers-70-*.npy"))) == 1  # 7 emotions x 10 faces, soft targets of both teachers
+    for weights in ("deploy.pt", "teacher-fp16.pt"):  # both run as classifiers as they come back
+        RepVGGClassifier(RepVGGOptions(weights=str(out / weights)), torch.device("cpu"), WeightStore(models_dir))
+    assert torch.load(out / "last.pt", weights_only=True)["recipe"]["teachers"]
