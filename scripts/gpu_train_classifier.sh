@@ -19,6 +19,7 @@ TEACHER_S=${TEACHER_S:-240}
 STUDENT_S=${STUDENT_S:-150}
 THREADS=${THREADS:-4}
 INIT=${INIT:-models/training/repvgg-fer-xs-ft/last.pt}
+if [ -e "$WORK/teacher-0" ]; then echo "WORK=$WORK holds an earlier run: remove it or set WORK" >&2; exit 1; fi
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd) PACK=$(cd "$PACK" && pwd)  # the end of the script runs in WORK
 began=$(date +%s)
