@@ -26,6 +26,11 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def names_a_file(ref: str) -> bool:
+    """Whether a weights setting names a file (a path, or a name with a suffix) rather than a manifest entry."""
+    return bool(Path(ref).suffix) or "/" in ref or Path(ref).expanduser().is_file()
+
+
 class WeightStore:
     """Finds a named weight file, verifies its hash once per process and loads it without pickle."""
 

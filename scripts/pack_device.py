@@ -18,7 +18,8 @@ import sys
 import tarfile
 from pathlib import Path
 
-EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+from emocam.types import EMOTIONS
+
 VALIDATION_PREFIX = "fer2013_PublicTest_"
 # Imported by `emocam train classifier`; the GPU image has torch, numpy, OpenCV, scikit-image and onnx.
 WHEELS = ("pydantic", "pydantic_core", "annotated_types", "typing_inspection", "typing_extensions", "loguru")

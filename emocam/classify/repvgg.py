@@ -23,7 +23,7 @@ from emocam.errors import WeightsError
 from emocam.nets.repvgg_plus import VARIANTS, load_deployed, matching_variants, normalise_u8
 from emocam.train.emotion_data import resize_face
 from emocam.types import Face
-from emocam.weights import sha256_file
+from emocam.weights import names_a_file, sha256_file
 
 
 class RepVGGOptions(BaseModel):
@@ -41,9 +41,8 @@ class RepVGGClassifier(Classifier):
 
     def __init__(self, options: RepVGGOptions, device: torch.device, weights):
         super().__init__(options, device, weights)
-        path = Path(options.weights).expanduser()
-        if path.suffix or "/" in options.weights or path.is_file():
-            arch, state, self._sha256 = self._from_file(path, options.arch)
+        if names_a_file(options.weights):
+            arch, state, self._sha256 = self._from_file(Path(options.weights).expanduser(), options.arch)
         else:
             entry = weights.entry(options.weights)
             arch = entry.get("arch")

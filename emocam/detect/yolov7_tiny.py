@@ -26,7 +26,7 @@ from emocam.nets.yolov7_tiny import (
     N_LANDMARKS, YOLOv7Tiny, build_from_state_dict, official_state_dict, weights_state_dict,
 )
 from emocam.types import Face
-from emocam.weights import WeightStore, sha256_file
+from emocam.weights import WeightStore, names_a_file, sha256_file
 
 DEFAULT_WEIGHTS = "yolov7_tiny_face"
 PAD = 114
@@ -65,8 +65,8 @@ class YOLOv7TinyDetector(Detector):
         self.model = build_from_state_dict(load_weights(self.weights_path)).fuse().to(device).eval()
 
     def _resolve(self, ref: str) -> tuple[Path, str]:
-        path = Path(ref).expanduser()
-        if path.suffix or "/" in ref or path.is_file():
+        if names_a_file(ref):
+            path = Path(ref).expanduser()
             if not path.is_file():
                 raise WeightsError(f"detector.yolov7-tiny.weights: no file {path}; " + NO_WEIGHTS_HELP.format(name=ref))
             return path, sha256_file(path)

@@ -351,10 +351,11 @@ def build_teacher(cfg, name: str):
     """A classifier backend by name, or a RepVGG-Plus deploy.pt (a bigger model trained first, for example)."""
     from emocam.backends import build_classifier
     from emocam.classify import CLASSIFIERS
+    from emocam.weights import names_a_file
 
     if name in CLASSIFIERS.names():
         return build_classifier(cfg, name)
-    if not (Path(name).suffix or "/" in name):
+    if not names_a_file(name):
         raise EmoCamError(f"--teacher {name}: neither a classifier ({', '.join(CLASSIFIERS.names())}) nor a "
                           "deploy.pt file")
     return build_classifier(cfg, "repvgg-fer", CLASSIFIERS.get("repvgg-fer").Options(weights=name))
