@@ -25,13 +25,22 @@ class RepVGGPlusConfig:
     stem_stride: int
     widths: tuple[int, ...]  # per stage; each stage starts with a stride-2 block
     depths: tuple[int, ...]
-    se: bool = True
+    # Squeeze-excitation in every block, or per stage with the stem first. At batch 1 on a CPU each SE costs about
+    # as much as a small conv (four tiny ops), so the CPU-sized variants keep it where the maps are smallest.
+    se: bool | tuple[bool, ...] = True
     dropout: float = 0.0
+
+    def se_of_stage(self, stage: int) -> bool:
+        """Whether stage `stage`'s blocks (0: the stem, 1..: the stages in `widths`) have squeeze-excitation."""
+        return self.se if isinstance(self.se, bool) else self.se[stage]
 
 
 VARIANTS: dict[str, RepVGGPlusConfig] = {
     # Face-crop variants: FER2013's native 48x48 gray; the stem keeps full resolution because faces are small.
     "repvggplus-fer-xs": RepVGGPlusConfig(1, 48, 24, 1, (32, 64, 128, 256), (1, 2, 3, 1), dropout=0.2),
+    # fer-xs's CPU time a face with ~2x its parameters: stages 3-4 widened, squeeze-excitation in stage 4 only.
+    "repvggplus-fer-xw": RepVGGPlusConfig(1, 48, 24, 1, (32, 64, 192, 384), (1, 2, 3, 1),
+                                          se=(False, False, False, False, True), dropout=0.2),
     "repvggplus-fer-s": RepVGGPlusConfig(1, 48, 32, 1, (48, 96, 192, 384), (2, 3, 4, 1), dropout=0.3),
     "repvggplus-fer-m": RepVGGPlusConfig(1, 48, 48, 1, (64, 128, 256, 512), (2, 4, 6, 1), dropout=0.3),
     "repvggplus-face64-m": RepVGGPlusConfig(1, 64, 48, 2, (64, 128, 256, 512), (2, 4, 6, 1), dropout=0.3),
@@ -124,11 +133,13 @@ class RepVGGPlus(nn.Module):
     def __init__(self, config: RepVGGPlusConfig, num_classes: int = 7):
         super().__init__()
         self.config = config
-        blocks = [RepVGGPlusBlock(config.in_channels, config.stem_width, config.stem_stride, config.se)]
+        if not isinstance(config.se, bool) and len(config.se) != 1 + len(config.widths):
+            raise ValueError(f"se per stage needs {1 + len(config.widths)} entries (the stem first), has {config.se}")
+        blocks = [RepVGGPlusBlock(config.in_channels, config.stem_width, config.stem_stride, config.se_of_stage(0))]
         cin = config.stem_width
-        for width, depth in zip(config.widths, config.depths):
+        for stage, (width, depth) in enumerate(zip(config.widths, config.depths), start=1):
             for i in range(depth):
-                blocks.append(RepVGGPlusBlock(cin, width, 2 if i == 0 else 1, config.se))
+                blocks.append(RepVGGPlusBlock(cin, width, 2 if i == 0 else 1, config.se_of_stage(stage)))
                 cin = width
         self.blocks = nn.Sequential(*blocks)
         self.dropout = nn.Dropout(config.dropout)
