@@ -17,7 +17,7 @@ from emocam.errors import WeightsError
 from emocam.evaluate.classification import classification_metrics
 from emocam.explain.explainer import Explainer
 from emocam.explain.options import ExplainConfig
-from emocam.nets.repvgg_plus import (VARIANTS, RepVGGPlus, RepVGGPlusBlock, build_repvgg_plus, deploy_state_dict,
+from emocam.nets.repvgg_plus import (VARIANTS, RepVGGPlusBlock, build_repvgg_plus, deploy_state_dict,
                                      load_deployed, matching_variants, normalise_u8)
 from emocam.train.emotion_data import labels_csv_samples, load_faces
 from emocam.types import EMOTIONS, Face
@@ -68,9 +68,8 @@ def test_squeeze_excitation_per_stage():
     model = build_repvgg_plus("repvggplus-fer-xw")
     has_se = [not isinstance(b.se, torch.nn.Identity) for b in model.blocks]
     assert has_se == [False] * 7 + [True]  # stem, 1 + 2 + 3 blocks without, the last stage's block with
-    config = dataclasses.replace(VARIANTS["repvggplus-fer-xs"], se=(True, False))
     with pytest.raises(ValueError, match="5 entries"):
-        RepVGGPlus(config)
+        dataclasses.replace(VARIANTS["repvggplus-fer-xs"], se=(True, False))
 
 
 def test_class_maps_average_to_the_logits():

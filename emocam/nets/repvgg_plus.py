@@ -30,6 +30,10 @@ class RepVGGPlusConfig:
     se: bool | tuple[bool, ...] = True
     dropout: float = 0.0
 
+    def __post_init__(self):
+        if not isinstance(self.se, bool) and len(self.se) != 1 + len(self.widths):
+            raise ValueError(f"se per stage needs {1 + len(self.widths)} entries (the stem first), has {self.se}")
+
     def se_of_stage(self, stage: int) -> bool:
         """Whether stage `stage`'s blocks (0: the stem, 1..: the stages in `widths`) have squeeze-excitation."""
         return self.se if isinstance(self.se, bool) else self.se[stage]
@@ -133,8 +137,6 @@ class RepVGGPlus(nn.Module):
     def __init__(self, config: RepVGGPlusConfig, num_classes: int = 7):
         super().__init__()
         self.config = config
-        if not isinstance(config.se, bool) and len(config.se) != 1 + len(config.widths):
-            raise ValueError(f"se per stage needs {1 + len(config.widths)} entries (the stem first), has {config.se}")
         blocks = [RepVGGPlusBlock(config.in_channels, config.stem_width, config.stem_stride, config.se_of_stage(0))]
         cin = config.stem_width
         for stage, (width, depth) in enumerate(zip(config.widths, config.depths), start=1):
