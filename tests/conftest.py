@@ -25,6 +25,15 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def fer_train_dir(data_dir) -> Path:
+    """FER2013's training faces, one folder per emotion."""
+    root = data_dir / "fer2013" / "train"
+    if not root.is_dir():
+        pytest.skip(f"{root} not found")
+    return root
+
+
+@pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The pulled weights (`emocam models pull`, done by `make test`)."""
     path = Path(os.environ.get("EMOCAM_MODELS", ROOT / "models"))

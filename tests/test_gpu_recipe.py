@@ -15,11 +15,7 @@ from emocam.weights import WeightStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_pack_then_one_call_trains_teachers_and_a_student(data_dir, models_dir, tmp_path):
-    if not (data_dir / "fer2013" / "train").is_dir():
-        import pytest
-
-        pytest.skip(f"{data_dir / 'fer2013/train'} is missing")
+def test_pack_then_one_call_trains_teachers_and_a_student(data_dir, fer_train_dir, models_dir, tmp_path):
     pack = tmp_path / "pack"
     subprocess.run([sys.executable, str(ROOT / "scripts/pack_device.py"), "--data", str(data_dir), "--per-class",
                     "10", "--dest", str(pack)], check=True, capture_output=True, timeout=120)

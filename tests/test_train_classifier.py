@@ -25,11 +25,8 @@ PER_CLASS = 40  # 280 real FER2013 faces: enough to see learning, small enough f
 
 
 @pytest.fixture(scope="module")
-def fer_files(data_dir) -> dict[str, list]:
-    root = data_dir / "fer2013" / "train"
-    if not root.is_dir():
-        pytest.skip(f"{root} not found")
-    return {e: sorted((root / e).glob("*.jpg"))[:PER_CLASS] for e in EMOTIONS}
+def fer_files(fer_train_dir) -> dict[str, list]:
+    return {e: sorted((fer_train_dir / e).glob("*.jpg"))[:PER_CLASS] for e in EMOTIONS}
 
 
 @pytest.fixture(scope="module")
