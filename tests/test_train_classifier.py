@@ -15,8 +15,8 @@ from emocam.cli import main
 from emocam.errors import EmoCamError
 from emocam.nets.repvgg_plus import build_repvgg_plus, load_deployed, normalise_u8
 from emocam.train import emotion_data
-from emocam.train.classifier import (Recipe, Trainer, augment, class_weights, load_init, lr_factor,
-                                     teacher_probabilities)
+from emocam.train.classifier import (Recipe, Trainer, augment, build_teacher, class_weights, load_init,
+                                     lr_factor, teacher_probabilities)
 from emocam.train.emotion_data import (FaceArrays, affectnet_samples, find_samples, image_folder_samples,
                                        labels_csv_samples, load_faces)
 from emocam.types import EMOTIONS
@@ -301,6 +301,26 @@ def test_a_teacher_may_be_a_deploy_file(faces, models_dir):
     np.testing.assert_allclose(by_file, teacher_probabilities(("repvgg-fer",), few, cfg, None), atol=1e-6)
     with pytest.raises(EmoCamError, match="neither a classifier"):
         teacher_probabilities(("no-such-teacher",), few, cfg, None)
+
+
+def test_a_deploy_file_of_an_ambiguous_shape_teaches_as_the_variant_it_was_trained_as(tmp_path, models_dir):
+    """fer-m and face64-m share their deploy shapes: the best.pt training writes beside deploy.pt names the
+    variant, else --set classifier.repvgg-fer.arch does; with neither the user is told to set it."""
+    from emocam.config import load_config
+    from emocam.nets.repvgg_plus import deploy_state_dict
+
+    deploy = tmp_path / "run" / "deploy.pt"
+    deploy.parent.mkdir()
+    torch.save(deploy_state_dict(build_repvgg_plus("repvggplus-fer-m").eval().reparameterize()), deploy)
+    cfg = load_config(None, [f"runtime.models_dir={str(models_dir)!r}"])
+    with pytest.raises(EmoCamError, match="fit repvggplus-fer-m and repvggplus-face64-m; set classifier"):
+        build_teacher(cfg, str(deploy))
+    configured = load_config(None, [f"runtime.models_dir={str(models_dir)!r}",
+                                    "classifier.repvgg-fer.arch='repvggplus-face64-m'"])
+    assert build_teacher(configured, str(deploy)).size == 64
+    torch.save({"arch": "repvggplus-fer-m", "epoch": 1, "model": {}}, deploy.with_name("best.pt"))
+    assert build_teacher(cfg, str(deploy)).size == 48
+    assert build_teacher(configured, str(deploy)).size == 48  # what training recorded wins
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(faces):

@@ -72,15 +72,16 @@ class Recipe:
 # ---- augmentation ------------------------------------------------------------------------------------------------
 def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
     """Random flip, rotation, scale and shift (one grid_sample), brightness/contrast and random erasing on a
-    batch (N, 1, S, S) of floats in [0, 1]."""
-    n, device = x.shape[0], x.device
+    batch (N, 1, S, S) of floats in [0, 1]. `gen` lives on x's device: drawing the numbers there keeps a GPU
+    step free of host round trips."""
+    n = x.shape[0]
 
-    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return (torch.rand(shape or (n,), generator=gen) * (hi - lo) + lo).to(device)
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=gen, device=gen.device) * (hi - lo) + lo
 
     angle = uniform(-1, 1) * math.radians(recipe.max_rotation_deg)
     scale = uniform(*recipe.scale_range)
-    flip = torch.where(torch.rand(n, generator=gen) < 0.5, -1.0, 1.0).to(device)
+    flip = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, uniform(-1, 1) * 2 * recipe.max_shift], 1),
                          torch.stack([sin * flip, cos, uniform(-1, 1) * 2 * recipe.max_shift], 1)], 1)
@@ -96,18 +97,22 @@ def augment(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tens
 def random_erase(x: torch.Tensor, recipe: Recipe, gen: torch.Generator) -> torch.Tensor:
     """Blank one random rectangle (area and aspect random) in a share of the images, with mid-gray."""
     n, _, h, w = x.shape
-    area = (torch.rand(n, generator=gen) * (recipe.erase_area[1] - recipe.erase_area[0]) + recipe.erase_area[0])
-    aspect = torch.exp((torch.rand(n, generator=gen) * 2 - 1) * math.log(3.0))
+
+    def rand() -> torch.Tensor:
+        return torch.rand(n, generator=gen, device=gen.device)
+
+    area = rand() * (recipe.erase_area[1] - recipe.erase_area[0]) + recipe.erase_area[0]
+    aspect = torch.exp((rand() * 2 - 1) * math.log(3.0))
     eh = (torch.sqrt(area * aspect) * h).clamp(1, h)
     ew = (torch.sqrt(area / aspect) * w).clamp(1, w)
-    top = torch.rand(n, generator=gen) * (h - eh)
-    left = torch.rand(n, generator=gen) * (w - ew)
-    on = torch.rand(n, generator=gen) < recipe.erase_prob
-    ys = torch.arange(h).view(1, h, 1)
-    xs = torch.arange(w).view(1, 1, w)
+    top = rand() * (h - eh)
+    left = rand() * (w - ew)
+    on = rand() < recipe.erase_prob
+    ys = torch.arange(h, device=x.device).view(1, h, 1)
+    xs = torch.arange(w, device=x.device).view(1, 1, w)
     mask = ((ys >= top.view(n, 1, 1)) & (ys < (top + eh).view(n, 1, 1))
             & (xs >= left.view(n, 1, 1)) & (xs < (left + ew).view(n, 1, 1)) & on.view(n, 1, 1))
-    return torch.where(mask.unsqueeze(1).to(x.device), torch.full_like(x, 0.5), x)
+    return torch.where(mask.unsqueeze(1), torch.full_like(x, 0.5), x)
 
 
 # ---- schedule ----------------------------------------------------------------------------------------------------
@@ -137,9 +142,8 @@ class Trainer:
         torch.manual_seed(recipe.seed)  # before the model is built: its initial weights come from this seed
         random.seed(recipe.seed)
         np.random.seed(recipe.seed)
-        self.model: RepVGGPlus = build_repvgg_plus(recipe.arch).to(device)
-        if device.type == "cpu":
-            self.model = self.model.to(memory_format=torch.channels_last)  # ~1.7x faster training on oneDNN
+        # channels_last: ~1.7x faster training on oneDNN, and the layout cuDNN's tensor-core kernels want
+        self.model: RepVGGPlus = build_repvgg_plus(recipe.arch).to(device, memory_format=torch.channels_last)
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1]
         no_decay = [p for n, p in self.model.named_parameters() if p.ndim <= 1]  # BN and biases
         self.optimizer = torch.optim.SGD([{"params": decay, "weight_decay": recipe.weight_decay},
@@ -148,22 +152,24 @@ class Trainer:
         self.steps_per_epoch = max(len(train) // recipe.batch_size, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, self.recipe))
+        # bfloat16 needs no loss scaling, whose overflow check would wait for the GPU at every step
         self.amp = device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.gen = torch.Generator().manual_seed(recipe.seed)
+        self.gen = torch.Generator().manual_seed(recipe.seed)  # the order of the faces; checkpointed
+        self.augment_gen = torch.Generator(device)  # on the device, seeded from self.gen each epoch
         self.epoch = 0  # epochs done
         self.loss_weights = class_weights(train.class_counts(), recipe.class_weight_power).to(device)
-        self.images = torch.from_numpy(train.images)  # uint8, stays on CPU: batches move as they are used
-        self.labels = torch.from_numpy(train.labels)
+        # all faces on the device (FER2013: 66 MB as uint8), so a step reads nothing from the host
+        self.images = torch.from_numpy(train.images).to(device)
+        self.labels = torch.from_numpy(train.labels).to(device)
         if (soft_targets is None) != (recipe.distill_weight == 0):
             raise ValueError("distill_weight > 0 needs soft targets, and soft targets need distill_weight > 0")
-        self.soft_targets = None if soft_targets is None else torch.from_numpy(soft_targets).float()
+        self.soft_targets = None if soft_targets is None else torch.from_numpy(soft_targets).float().to(device)
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
         return {"recipe": asdict(self.recipe), "epoch": self.epoch, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "generator": self.gen.get_state(),
+                "generator": self.gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "numpy_rng": _numpy_rng_state(),
                 "python_rng": random.getstate(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -172,7 +178,6 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
         self.gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         _set_numpy_rng_state(state["numpy_rng"])
@@ -195,32 +200,34 @@ class Trainer:
     def train_epoch(self) -> dict:
         r, model = self.recipe, self.model
         model.train()
-        order = torch.randperm(len(self.labels), generator=self.gen)
-        total_loss, correct, seen = 0.0, 0, 0
+        order = torch.randperm(len(self.labels), generator=self.gen).to(self.device)
+        self.augment_gen.manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
+        # summed on the device: reading them each step would wait for the GPU
+        total_loss = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
         start = time.monotonic()
         from emocam.progress import progress
 
         for step in progress(range(self.steps_per_epoch), self.steps_per_epoch, f"epoch {self.epoch + 1}/{r.epochs}"):
             idx = order[step * r.batch_size:(step + 1) * r.batch_size]
             x = self.images[idx].unsqueeze(1).float().div_(255.0)
-            y = self.labels[idx].to(self.device)
-            x = normalise_unit(augment(x.to(self.device), r, self.gen))
-            if self.device.type == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            y = self.labels[idx]
+            x = normalise_unit(augment(x, r, self.augment_gen)).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=self.loss_weights, label_smoothing=r.label_smoothing)
                 if self.soft_targets is not None:
-                    soft = F.cross_entropy(logits.float(), self.soft_targets[idx].to(self.device))
+                    soft = F.cross_entropy(logits.float(), self.soft_targets[idx])
                     loss = (1 - r.distill_weight) * loss + r.distill_weight * soft
             self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
+            loss.backward()
+            self.optimizer.step()
             self.scheduler.step()
-            total_loss += float(loss.detach()) * len(idx)
-            correct += int((logits.argmax(1) == y).sum())
+            total_loss += loss.detach() * len(idx)
+            correct += (logits.argmax(1) == y).sum()
             seen += len(idx)
+        total_loss, correct = float(total_loss), int(correct)  # waits for the epoch's GPU work: time it after
         seconds = time.monotonic() - start
         return {"train_loss": total_loss / seen, "train_acc": correct / seen, "seconds": round(seconds, 1),
                 "images_per_s": round(seen / seconds, 1)}
@@ -358,7 +365,22 @@ def build_teacher(cfg, name: str):
     if not names_a_file(name):
         raise EmoCamError(f"--teacher {name}: neither a classifier ({', '.join(CLASSIFIERS.names())}) nor a "
                           "deploy.pt file")
-    return build_classifier(cfg, "repvgg-fer", CLASSIFIERS.get("repvgg-fer").Options(weights=name))
+    configured = cfg.classifier.options("repvgg-fer")  # --set classifier.repvgg-fer.arch=... names the variant
+    options = configured.model_copy(update={"weights": name, "arch": trained_arch(Path(name)) or configured.arch})
+    return build_classifier(cfg, "repvgg-fer", options)
+
+
+def trained_arch(deploy: Path) -> str | None:
+    """The variant a deploy.pt was trained as, from the best.pt this command writes beside it. Needed where the
+    weights' shapes fit several variants (fer-m and face64-m differ only in input size and stride)."""
+    best = deploy.expanduser().with_name("best.pt")
+    if not best.is_file():
+        return None
+    try:
+        arch = torch.load(best, map_location="cpu", weights_only=True).get("arch")
+    except Exception:  # noqa: BLE001 - an unreadable neighbour just leaves the variant to the weights' shapes
+        return None
+    return arch if arch in VARIANTS else None
 
 
 def load_init(model: RepVGGPlus, path: Path) -> None:
