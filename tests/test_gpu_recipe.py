@@ -25,7 +25,7 @@ def test_pack_then_one_call_trains_teachers_and_a_student(data_dir, fer_train_di
         (blocked / name / "__init__.py").write_text(f"raise ImportError('no {name} here')\n")
     env = {**os.environ, "PYTHONPATH": str(blocked), "PY": sys.executable, "PACK": str(pack),
            "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "DEVICE": "cpu",
-           "TEACHER_ARCH": "repvggplus-fer-xs", "TEACHER_S": "1", "STUDENT_S": "1", "THREADS": "1"}
+           "TEACHER_S": "1", "STUDENT_S": "1", "THREADS": "1"}
     done = subprocess.run(["bash", str(ROOT / "scripts/gpu_train_classifier.sh")], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -34,6 +34,9 @@ def test_pack_then_one_call_trains_teachers_and_a_student(data_dir, fer_train_di
     assert summary["best_student"] in ("student-w0.5", "student-w0.9")
     assert all(summary[run]["epoch"] >= 1 for run in ("teacher-0", "teacher-1", "student-w0.5", "student-w0.9"))
     assert len(list(out.glob("teachers-70-*.npy"))) == 1  # 7 emotions x 10 faces, soft targets of both teachers
-    for weights in ("deploy.pt", "teacher-fp16.pt"):  # both run as classifiers as they come back
-        RepVGGClassifier(RepVGGOptions(weights=str(out / weights)), torch.device("cpu"), WeightStore(models_dir))
+    # all run as classifiers as they come back; the teachers are fer-m, whose shapes face64-m shares
+    RepVGGClassifier(RepVGGOptions(weights=str(out / "deploy.pt")), torch.device("cpu"), WeightStore(models_dir))
+    for teacher in ("teacher-0-fp16.pt", "teacher-1-fp16.pt"):
+        RepVGGClassifier(RepVGGOptions(weights=str(out / teacher), arch="repvggplus-fer-m"), torch.device("cpu"),
+                         WeightStore(models_dir))
     assert torch.load(out / "last.pt", weights_only=True)["recipe"]["teachers"]
