@@ -157,6 +157,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(recipe.seed)  # the order of the faces; checkpointed
         self.augment_gen = torch.Generator(device)  # on the device, seeded from self.gen each epoch
         self.epoch = 0  # epochs done
+        self.steady_epoch_seconds = 0.0  # the last epoch's time without its first steps' one-off costs
         self.loss_weights = class_weights(train.class_counts(), recipe.class_weight_power).to(device)
         # all faces on the device (FER2013: 66 MB as uint8), so a step reads nothing from the host
         self.images = torch.from_numpy(train.images).to(device)
@@ -206,10 +207,17 @@ class Trainer:
         total_loss = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
-        start = time.monotonic()
+        # the first steps pay one-off costs (kernel selection, lazy CUDA set-up): the epoch's steady rate is timed
+        # from the end of its first fifth
+        warm = self.steps_per_epoch // 5
+        start = warm_end = time.monotonic()
         from emocam.progress import progress
 
         for step in progress(range(self.steps_per_epoch), self.steps_per_epoch, f"epoch {self.epoch + 1}/{r.epochs}"):
+            if step == warm and warm:
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                warm_end = time.monotonic()
             idx = order[step * r.batch_size:(step + 1) * r.batch_size]
             x = self.images[idx].unsqueeze(1).float().div_(255.0)
             y = self.labels[idx]
@@ -228,7 +236,9 @@ class Trainer:
             correct += (logits.argmax(1) == y).sum()
             seen += len(idx)
         total_loss, correct = float(total_loss), int(correct)  # waits for the epoch's GPU work: time it after
-        seconds = time.monotonic() - start
+        end = time.monotonic()
+        seconds = end - start
+        self.steady_epoch_seconds = (end - warm_end) * self.steps_per_epoch / (self.steps_per_epoch - warm)
         return {"train_loss": total_loss / seen, "train_acc": correct / seen, "seconds": round(seconds, 1),
                 "images_per_s": round(seen / seconds, 1)}
 
@@ -261,8 +271,9 @@ class Trainer:
         """Train to the recipe's last epoch, or stop after epoch `until` (the schedule still spans all epochs).
 
         time_budget (seconds, fresh runs only): after the first epoch, shorten the run to as many epochs as fit,
-        judged by that epoch's wall time. The first epoch is pure warm-up, whose rates do not depend on the length
-        of the run, so the schedule is exactly the one a run told that length from the start would follow."""
+        judged by that epoch's wall time less the one-off costs of its first steps. The first epoch is pure
+        warm-up, whose rates do not depend on the length of the run, so the schedule is exactly the one a run told
+        that length from the start would follow."""
         r = self.recipe
         stop = min(until or r.epochs, r.epochs)
         logger.info(f"{r.arch}: {sum(p.numel() for p in self.model.parameters()):,} parameters, "
@@ -285,7 +296,9 @@ class Trainer:
             self.write_metrics()
             logger.info(" ".join(f"{k}={v}" for k, v in row.items()))
             if time_budget and self.epoch == 1 and r.warmup_epochs >= 1:
-                fit = max(1, int(time_budget // (time.monotonic() - began)))
+                first = time.monotonic() - began
+                later = first - (row["seconds"] - self.steady_epoch_seconds)  # validation and saving included
+                fit = 1 + max(0, int((time_budget - first) // max(later, 1e-3)))
                 if fit < r.epochs:
                     logger.info(f"time budget {time_budget:.0f} s: {fit} epochs fit (of {r.epochs})")
                     r.epochs = fit
