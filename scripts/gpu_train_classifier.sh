@@ -71,7 +71,8 @@ say "teachers: $(grep -ho '"val_acc": [0-9.]*' "$WORK"/teacher-*.json | tr '\n' 
 
 say "students: repvggplus-fer-xs from $INIT, distilled, ${STUDENT_S} s"
 student=(--arch repvggplus-fer-xs --init "$INIT" --batch-size "$STUDENT_BATCH" --lr "$STUDENT_LR" --weight-decay 1e-4
-         --erase-prob 0.25 --label-smoothing 0.05 --teacher "$WORK/teacher-0/deploy.pt" --teacher "$WORK/teacher-1/deploy.pt"
+         --erase-prob 0.25 --label-smoothing 0.05
+         --teacher "$WORK/teacher-0/deploy.pt" --teacher "$WORK/teacher-1/deploy.pt"
          --set "runtime.device=$DEVICE" --time-budget "$STUDENT_S")
 train student-w0.5 "${student[@]}" --distill-weight 0.5 &
 train student-w0.9 "${student[@]}" --distill-weight 0.9 &
