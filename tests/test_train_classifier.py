@@ -325,8 +325,10 @@ def test_a_teacher_may_be_a_deploy_file(faces, models_dir):
 def test_a_deploy_file_of_an_ambiguous_shape_teaches_as_the_variant_it_was_trained_as(tmp_path, models_dir):
     """fer-m and face64-m share their deploy shapes: the best.pt training writes beside deploy.pt names the
     variant, else --set classifier.repvgg-fer.arch does; with neither the user is told to set it."""
+    from emocam.classify.repvgg import RepVGGClassifier, RepVGGOptions
     from emocam.config import load_config
     from emocam.nets.repvgg_plus import deploy_state_dict
+    from emocam.weights import WeightStore
 
     deploy = tmp_path / "run" / "deploy.pt"
     deploy.parent.mkdir()
@@ -340,6 +342,8 @@ def test_a_deploy_file_of_an_ambiguous_shape_teaches_as_the_variant_it_was_train
     torch.save({"arch": "repvggplus-fer-m", "epoch": 1, "model": {}}, deploy.with_name("best.pt"))
     assert build_teacher(cfg, str(deploy)).size == 48
     assert build_teacher(configured, str(deploy)).size == 48  # what training recorded wins
+    # the classifier itself reads the record too: eval and the daemon take OUT/deploy.pt without an arch
+    assert RepVGGClassifier(RepVGGOptions(weights=str(deploy)), torch.device("cpu"), WeightStore(models_dir)).size == 48
 
 
 def test_distillation_pulls_the_student_towards_the_teacher(faces):

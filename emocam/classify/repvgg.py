@@ -31,7 +31,8 @@ class RepVGGOptions(BaseModel):
     # A name in models/manifest.toml (its entry's `arch` names the variant), or a deploy.pt written by
     # `emocam train classifier` (the variant is recognised from the tensors' shapes).
     weights: str = "repvgg_fer"
-    # The variant of a weights file whose tensors fit several (e.g. repvggplus-fer-m and repvggplus-face64-m).
+    # The variant of a weights file whose tensors fit several (e.g. repvggplus-fer-m and repvggplus-face64-m);
+    # unset, the one `emocam train classifier` recorded in the best.pt beside it.
     arch: str | None = None
 
 
@@ -71,9 +72,11 @@ class RepVGGClassifier(Classifier):
             hint = " (this is a training checkpoint: use deploy.pt beside it)" if isinstance(state, dict) and (
                 "model" in state or any(k.endswith(".bn.weight") for k in state)) else ""
             raise WeightsError(f"{where}: not the deploy weights of a RepVGG-Plus variant{hint}")
-        if arch is None and len(fits) > 1:
-            raise WeightsError(f"{where}: these weights fit {' and '.join(fits)}; set classifier.repvgg-fer.arch "
-                               "to the one they were trained as")
+        if arch is None and len(fits) > 1:  # the best.pt training wrote beside the file may say which
+            arch = trained_arch(path)
+            if arch not in fits:
+                raise WeightsError(f"{where}: these weights fit {' and '.join(fits)}; set "
+                                   "classifier.repvgg-fer.arch to the one they were trained as")
         if arch is not None and arch not in fits:
             raise WeightsError(f"{where}: these are {' or '.join(fits)} weights, not {arch} "
                                "(classifier.repvgg-fer.arch)")
@@ -95,3 +98,16 @@ class RepVGGClassifier(Classifier):
     @property
     def weights_sha256(self) -> dict[str, str]:
         return {self.options.weights: self._sha256}
+
+
+def trained_arch(deploy: Path) -> str | None:
+    """The variant a deploy.pt was trained as, from the best.pt `emocam train classifier` writes beside it. Needed
+    where the weights' shapes fit several variants (fer-m and face64-m differ only in input size and stride)."""
+    best = Path(deploy).expanduser().with_name("best.pt")
+    if not best.is_file():
+        return None
+    try:
+        arch = torch.load(best, map_location="cpu", weights_only=True).get("arch")
+    except Exception:  # noqa: BLE001 - an unreadable neighbour just leaves the variant to the weights' shapes
+        return None
+    return arch if arch in VARIANTS else None

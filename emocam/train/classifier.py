@@ -378,22 +378,13 @@ def build_teacher(cfg, name: str):
     if not names_a_file(name):
         raise EmoCamError(f"--teacher {name}: neither a classifier ({', '.join(CLASSIFIERS.names())}) nor a "
                           "deploy.pt file")
-    configured = cfg.classifier.options("repvgg-fer")  # --set classifier.repvgg-fer.arch=... names the variant
+    from emocam.classify.repvgg import trained_arch
+
+    # what training recorded beside the file wins over --set classifier.repvgg-fer.arch, which then names the
+    # variant of the teachers that have no record (float16 copies, say)
+    configured = cfg.classifier.options("repvgg-fer")
     options = configured.model_copy(update={"weights": name, "arch": trained_arch(Path(name)) or configured.arch})
     return build_classifier(cfg, "repvgg-fer", options)
-
-
-def trained_arch(deploy: Path) -> str | None:
-    """The variant a deploy.pt was trained as, from the best.pt this command writes beside it. Needed where the
-    weights' shapes fit several variants (fer-m and face64-m differ only in input size and stride)."""
-    best = deploy.expanduser().with_name("best.pt")
-    if not best.is_file():
-        return None
-    try:
-        arch = torch.load(best, map_location="cpu", weights_only=True).get("arch")
-    except Exception:  # noqa: BLE001 - an unreadable neighbour just leaves the variant to the weights' shapes
-        return None
-    return arch if arch in VARIANTS else None
 
 
 def load_init(model: RepVGGPlus, path: Path) -> None:
