@@ -157,7 +157,7 @@ class Trainer:
         self.gen = torch.Generator().manual_seed(recipe.seed)  # the order of the faces; checkpointed
         self.augment_gen = torch.Generator(device)  # on the device, seeded from self.gen each epoch
         self.epoch = 0  # epochs done
-        self.steady_epoch_seconds = 0.0  # the last epoch's time without its first steps' one-off costs
+        self.start_up_seconds = 0.0  # the one-off cost of the last epoch's first steps
         self.loss_weights = class_weights(train.class_counts(), recipe.class_weight_power).to(device)
         # all faces on the device (FER2013: 66 MB as uint8), so a step reads nothing from the host
         self.images = torch.from_numpy(train.images).to(device)
@@ -238,7 +238,8 @@ class Trainer:
         total_loss, correct = float(total_loss), int(correct)  # waits for the epoch's GPU work: time it after
         end = time.monotonic()
         seconds = end - start
-        self.steady_epoch_seconds = (end - warm_end) * self.steps_per_epoch / (self.steps_per_epoch - warm)
+        steady = (end - warm_end) * self.steps_per_epoch / (self.steps_per_epoch - warm)
+        self.start_up_seconds = max(0.0, seconds - steady)
         return {"train_loss": total_loss / seen, "train_acc": correct / seen, "seconds": round(seconds, 1),
                 "images_per_s": round(seen / seconds, 1)}
 
@@ -297,7 +298,7 @@ class Trainer:
             logger.info(" ".join(f"{k}={v}" for k, v in row.items()))
             if time_budget and self.epoch == 1 and r.warmup_epochs >= 1:
                 first = time.monotonic() - began
-                later = first - (row["seconds"] - self.steady_epoch_seconds)  # validation and saving included
+                later = first - self.start_up_seconds  # validation and saving included
                 fit = 1 + max(0, int((time_budget - first) // max(later, 1e-3)))
                 if fit < r.epochs:
                     logger.info(f"time budget {time_budget:.0f} s: {fit} epochs fit (of {r.epochs})")
