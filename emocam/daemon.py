@@ -168,6 +168,9 @@ def run_daemon(cfg: Config, *, seconds: float | None = None, config_path: Path |
         while pipeline.running and not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if (asked := pipeline.stop_requested_by) is not None:
+                logger.info(f"{asked}: stop requested, stopping")
+                break
             if reload_requested.is_set():
                 reload_requested.clear()
                 cfg = _reload(pipeline, cfg, config_path, overrides)

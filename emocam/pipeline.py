@@ -223,6 +223,11 @@ class Pipeline:
     def running(self) -> bool:
         return any(t.is_alive() for t in self._threads)
 
+    @property
+    def stop_requested_by(self) -> str | None:
+        """The sink whose user asked to end the run (q in the preview window, say), if any."""
+        return next((s.name for s in self.sinks if s.stop_requested), None)
+
     # ---- threads ---------------------------------------------------------------------------------------------
     def _capture_loop(self) -> None:
         # The pipeline numbers frames itself: sources restart or resume their own counts after a reopen or loop.
@@ -307,7 +312,11 @@ class Pipeline:
             self.inference.tick(time.monotonic(), time.monotonic() - analysis.timestamp)
             self.latest.put(analysis)
             for hook in self.analysis_hooks:
-                hook(frame, analysis)
+                try:
+                    hook(frame, analysis)
+                except Exception as exc:  # an exporter's bug must not end analysis, and with it the overlays
+                    self._complain(f"analysis hook {getattr(hook, '__qualname__', hook)}",
+                                   f"{type(exc).__name__}: {exc}")
 
     def _analyze(self, frame: Frame, n: int) -> Analysis:
         analyzer = self.analyzer
@@ -427,6 +436,7 @@ class Pipeline:
             "frames_skipped_by_analysis": self.to_analyze.dropped,
             "frames_corrupt": self.frames_corrupt,
             "render_errors": {k: v for k, v in self._complaints.items() if k.startswith("annotator")},
+            "hook_errors": {k: v for k, v in self._complaints.items() if k.startswith("analysis hook")},
             "fps_in": round(self.fps_in.rate(), 2),
             "fps_out": round(self.fps_out.rate(), 2),
             "inference_hz": round(self.inference.rate(), 2),

@@ -48,7 +48,7 @@ def _alive(proc: subprocess.Popen | None) -> bool:
     return state != "Z"
 
 
-def _end(proc: subprocess.Popen | None, grace_s: tuple[float, float] = (5.0, 3.0)) -> None:
+def end_process(proc: subprocess.Popen | None, grace_s: tuple[float, float] = (5.0, 3.0)) -> None:
     """SIGINT, then SIGTERM, then SIGKILL: each only if the process is still there."""
     if proc is None:
         return
@@ -61,6 +61,24 @@ def _end(proc: subprocess.Popen | None, grace_s: tuple[float, float] = (5.0, 3.0
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def start_xvfb(log_path: Path, timeout_s: float = 20.0) -> tuple[subprocess.Popen, str]:
+    """An Xvfb server on a free display: (its process, the DISPLAY value). Stop it with end_process(proc)."""
+    read_fd, write_fd = os.pipe()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+            pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+            start_new_session=True)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:  # Xvfb writes the display number once it accepts clients
+        ready, _, _ = select.select([pipe], [], [], timeout_s)
+        number = pipe.readline().strip() if ready else ""
+    if not number:
+        end_process(proc)
+        raise RuntimeError(f"Xvfb did not start; see {log_path}")
+    return proc, f":{number}"
 
 
 class ObsServer:
@@ -126,7 +144,7 @@ class ObsServer:
         """Start Xvfb (once) and OBS; returns when the websocket port accepts connections (seconds taken)."""
         t0 = time.monotonic()
         if not _alive(self.xvfb):
-            self._start_xvfb(timeout_s)
+            self.xvfb, self.display = start_xvfb(self.root / "xvfb.log", timeout_s)
         # OpenCV's import points Qt and the loader at its own bundled copies: OBS must not inherit those.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("QT_") and k != "LD_LIBRARY_PATH"}
         env = {**inherited, "HOME": str(self.home), "XDG_CONFIG_HOME": str(self.config_dir),
@@ -147,22 +165,6 @@ class ObsServer:
         self.stop()
         raise RuntimeError(f"OBS did not open port {self.port} within {timeout_s:.0f} s; see {self.log_path}")
 
-    def _start_xvfb(self, timeout_s: float) -> None:
-        read_fd, write_fd = os.pipe()
-        with open(self.root / "xvfb.log", "w") as log:
-            self.xvfb = subprocess.Popen(
-                ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
-                pass_fds=(write_fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                start_new_session=True)
-        os.close(write_fd)
-        with os.fdopen(read_fd) as pipe:  # Xvfb writes the display number once it accepts clients
-            ready, _, _ = select.select([pipe], [], [], timeout_s)
-            number = pipe.readline().strip() if ready else ""
-        if not number:
-            _end(self.xvfb)
-            raise RuntimeError(f"Xvfb did not start; see {self.root / 'xvfb.log'}")
-        self.display = f":{number}"
-
     def port_open(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
@@ -172,7 +174,7 @@ class ObsServer:
 
     def stop(self) -> None:
         """Stop OBS gracefully (SIGINT, then SIGTERM, then SIGKILL)."""
-        _end(self.obs)
+        end_process(self.obs)
         self.obs = None
 
     def kill(self) -> None:
@@ -184,7 +186,7 @@ class ObsServer:
 
     def close(self) -> None:
         self.stop()
-        _end(self.xvfb, (2.0, 2.0))
+        end_process(self.xvfb, (2.0, 2.0))
         self.xvfb = None
 
     def client(self, timeout: float = 5.0):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,13 +17,14 @@ import numpy as np
 import pytest
 
 import vcam_backend
+from obs_server import end_process, start_xvfb
 from emocam.config import load_config
 from emocam.control import Control, ControlState
-from emocam.daemon import build_pipeline
+from emocam.daemon import build_pipeline, run_daemon
 from emocam.pipeline import Backoff, Pipeline
 from emocam.presets import load_presets
 from emocam.render.colors import face_color
-from emocam.sinks import Sink
+from emocam.sinks import SINKS, Sink
 from emocam.sinks.recorder import read_frame_log
 from emocam.sources import SourceLost, SourceUnavailable
 from emocam.sources.demo import DemoOptions, DemoSource, demo_face_box
@@ -181,8 +183,8 @@ def test_camera_lost_keeps_publishing_and_recovers(tmp_path):
     assert indices == sorted(set(indices)), "frame numbers keep increasing across the reconnect"
 
 
-def run_cli(tmp_path, *args, **kw):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", EMOCAM_MODELS=str(ROOT / "models"))
+def run_cli(tmp_path, *args, env=(), **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", EMOCAM_MODELS=str(ROOT / "models"), **dict(env))
     return subprocess.Popen([sys.executable, "-m", "emocam", "--config", str(ROOT / "config.toml"),
                              "--set", f"session.root=\"{tmp_path / 'sessions'}\"",
                              "--set", f"daemon.status_file=\"{tmp_path / 'status.json'}\"", *args],
@@ -222,6 +224,59 @@ def test_sigterm_stops_cleanly_and_leaves_a_playable_recording(tmp_path, models_
         n = sum(1 for _ in container.decode(video=0))
     assert n == len(read_frame_log(session / "frames.jsonl")) and n > 45
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "stopped"
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None, reason="needs Xvfb (apt-get install xvfb)")
+def test_preview_window_never_holds_up_the_published_frames(tmp_path, models_dir):
+    # Qt's HighGUI makes a call from another thread wait for the window's own: before the window had a thread of
+    # its own, the publish thread hung on the first frame, starving the virtual camera and the recorder too.
+    xvfb, display = start_xvfb(tmp_path / "xvfb.log")
+    try:
+        proc = run_cli(tmp_path, "run", "--source", "demo", "--no-vcam", "--record", "--preview", "--seconds", "4",
+                       env={"DISPLAY": display, "QT_QPA_PLATFORM": "xcb"})
+        _, err = proc.communicate(timeout=90)
+    finally:
+        end_process(xvfb)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["frames_out"] >= 60  # a 30 fps source for 4 s
+    assert status["sinks"]["recorder"]["frames_written"] == status["frames_out"]
+    assert 30 <= status["sinks"]["preview"]["frames_shown"] <= status["frames_out"]
+
+
+@SINKS.register("test-quit-after-5")
+class QuitAfterFive(Collector):
+    """Asks to end the run after five frames, as a closed preview window does."""
+
+    @property
+    def stop_requested(self):
+        return len(self.frames) >= 5
+
+
+def test_a_sink_can_end_the_run(tmp_path):
+    cfg = load_config(ROOT / "config.toml", [
+        "source.name=demo", "source.demo.frames=300", 'sinks.enabled=["test-quit-after-5"]',
+        f"session.root=\"{tmp_path / 'sessions'}\"", f"daemon.status_file=\"{tmp_path / 'status.json'}\""])
+    started = time.monotonic()
+    assert run_daemon(cfg, seconds=60) == 0
+    assert time.monotonic() - started < 30  # not the 10 s of the demo's 300 frames, nor the 60 s limit
+    assert 5 <= json.loads((tmp_path / "status.json").read_text())["frames_out"] < 100
+
+
+def test_a_failing_analysis_hook_does_not_end_analysis(tmp_path, models_dir):
+    pipeline = build_pipeline(demo_config(tmp_path, frames=30, extra=['sinks.enabled=[]']))
+    calls = []
+
+    def flaky_exporter(frame, analysis):
+        calls.append(frame.index)
+        if len(calls) == 1:
+            raise OSError("disk full")
+
+    pipeline.analysis_hooks.append(flaky_exporter)
+    run_to_end(pipeline)
+    assert len(calls) >= 2
+    assert pipeline.status()["hook_errors"] == {"analysis hook " + flaky_exporter.__qualname__: 1}
 
 
 @pytest.mark.parametrize("video", ["pyfeat_single_face.mp4", "fer_test.mp4", "pyfeat_noface_face.mov"])

@@ -52,6 +52,11 @@ class Sink:
     def write(self, frame: OutputFrame) -> None:
         raise NotImplementedError
 
+    @property
+    def stop_requested(self) -> bool:
+        """True when the user asked this sink to end the run (a preview window closed, say)."""
+        return False
+
     def close(self) -> None:
         """Finish cleanly (flush, finalise files, release devices). Safe to call twice."""
 

@@ -1,8 +1,10 @@
-"""A local window showing the rendered frames. Pressing q or Esc (or closing the window) sets quit_requested.
+"""A local window showing the rendered frames. Pressing q or Esc (or closing the window) asks the daemon to stop.
 
 OpenCV's Qt backend aborts the whole process when it cannot reach a display, so open() first checks the
 environment and then opens a window in a throwaway subprocess; only when that works does this process touch HighGUI.
-HighGUI windows belong to the thread that made them: call open(), write() and close() from the same thread.
+HighGUI windows belong to the thread that made them, and Qt makes any other thread's call wait for that one: the
+window lives on the sink's own thread, which shows the newest frame and runs the event loop. write() only hands the
+frame over, so a slow or stuck window never holds up the virtual camera or the recorder.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 
 import cv2
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from emocam.mailbox import Mailbox
 from emocam.sinks import SINKS
 from emocam.sinks.base import OutputFrame, Sink, SinkContext, SinkError
 
@@ -23,6 +28,7 @@ HEADLESS_HINT = ('run emocam from a desktop session (or `ssh -X`), or leave "pre
                  "the virtual camera and the recorder do not need a display")
 PROBE = "import cv2; cv2.namedWindow('emocam-probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
 PROBE_TIMEOUT_S = 20
+EVENT_POLL_S = 0.02  # the window answers keys and repaints at least this often, frames or not
 
 
 class PreviewOptions(BaseModel):
@@ -37,44 +43,75 @@ class PreviewSink(Sink):
 
     def __init__(self, options: PreviewOptions | None = None):
         super().__init__(options)
-        self.quit_requested = False  # the pipeline polls this
+        self.quit_requested = False  # q, Esc or the window closed
         self.frames_shown = 0
-        self._open = False
+        self._frames: Mailbox[np.ndarray] = Mailbox()
+        self._thread: threading.Thread | None = None
+        self._opened = threading.Event()
+        self._failure: str | None = None  # set by the window thread
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.quit_requested
 
     def open(self, ctx: SinkContext) -> None:
         check_display()
+        self._frames, self._failure = Mailbox(), None
+        self._opened.clear()
+        self._thread = threading.Thread(target=self._window_loop, name="emocam-preview", daemon=True)
+        self._thread.start()
+        self._opened.wait()
+        if self._failure is not None:
+            self._thread.join()
+            self._thread = None
+            raise SinkError(self._failure)
+
+    def write(self, frame: OutputFrame) -> None:
+        if self._thread is None:
+            return
+        if self._failure is not None:
+            raise SinkError(self._failure)
+        self._frames.put(frame.image)  # the window thread shows the newest; older ones are skipped
+
+    def _window_loop(self) -> None:
         try:
             cv2.namedWindow(TITLE, cv2.WINDOW_AUTOSIZE)
         except cv2.error as e:
-            raise SinkError(f"cannot open the preview window ({e}); {HEADLESS_HINT}") from None
-        self._open = True
-
-    def write(self, frame: OutputFrame) -> None:
-        if not self._open:
+            self._failure = f"cannot open the preview window ({e}); {HEADLESS_HINT}"
             return
-        image = frame.image
-        scale = self.options.scale
-        if scale != 1.0:
-            size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        finally:
+            self._opened.set()
+        version = 0
         try:
-            cv2.imshow(TITLE, image)
-            key = cv2.waitKey(1)  # also runs the window's event loop
-            closed = cv2.getWindowProperty(TITLE, cv2.WND_PROP_VISIBLE) < 1
+            while not self._frames.closed:
+                image, version = self._frames.take(version, timeout=EVENT_POLL_S)
+                if image is not None and not self.quit_requested:  # imshow would reopen a closed window
+                    cv2.imshow(TITLE, self._scaled(image))
+                    self.frames_shown += 1
+                key = cv2.waitKey(1)  # runs the window's event loop
+                if (key & 0xFF) in QUIT_KEYS or cv2.getWindowProperty(TITLE, cv2.WND_PROP_VISIBLE) < 1:
+                    self.quit_requested = True
         except cv2.error as e:
-            raise SinkError(f"preview window failed: {e}") from None
-        self.frames_shown += 1
-        if (key & 0xFF) in QUIT_KEYS or closed:
-            self.quit_requested = True
-
-    def close(self) -> None:
-        if self._open:
-            self._open = False
+            self._failure = f"preview window failed: {e}"
+        finally:
             try:
                 cv2.destroyWindow(TITLE)
                 cv2.waitKey(1)
             except cv2.error:
                 pass  # the window was already gone
+
+    def _scaled(self, image: np.ndarray) -> np.ndarray:
+        scale = self.options.scale
+        if scale == 1.0:
+            return image
+        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._frames.close()
+            self._thread.join(5)
+            self._thread = None
 
     def status(self) -> dict:
         return {"window": TITLE, "frames_shown": self.frames_shown, "quit_requested": self.quit_requested}
