@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from loguru import logger
 
 from emocam.config import Config
 from emocam.control import Control, ControlState
+from emocam.errors import EmoCamError
 from emocam.export.episodes import EpisodeTracker
 from emocam.export.exporter import LINK, Exporter, attach_exporter
 from emocam.export.hog import read_shape
@@ -230,6 +232,55 @@ def test_control_starts_and_stops_export(tmp_path, frame_1080p):
     exporter.close()
     rows = read_manifest(exporter.session_dir)
     assert [(r["frame"], r["episode"], r["detector"]) for r in rows] == [(1, 1, "det"), (3, 2, "det")]
+
+
+def test_a_failed_start_leaves_nothing_half_made_and_a_later_start_exports(tmp_path, frame_1080p, monkeypatch):
+    import emocam.export.exporter as exporter_module
+
+    real_write = exporter_module.write_json_atomic
+
+    def disk_full(path, doc):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(exporter_module, "write_json_atomic", disk_full)
+    root = tmp_path / "exports"
+    exporter = Exporter(options(), root)
+    with pytest.raises(EmoCamError, match="No space left on device; set export.root to a writable folder"):
+        exporter.start()
+    assert exporter.session_dir is None and not exporter.active
+    assert list(root.iterdir()) == []  # no session folder and no lock left behind
+    monkeypatch.setattr(exporter_module, "write_json_atomic", real_write)
+    exporter.start()  # the disk has room again
+    feed(exporter, frame_1080p, [[face("happy")]])
+    exporter.close()
+    assert len(read_manifest(exporter.session_dir)) == 1
+    assert not any(root.rglob(".writing*"))
+
+
+def test_control_says_export_is_off_when_it_could_not_start(tmp_path):
+    class Named:
+        name, weights_sha256 = "x", {}
+
+    class Analyzer:
+        detector = classifier = Named()
+
+    class Cfg:
+        export = options(root=tmp_path / "file")
+
+        def resolve(self, path):
+            return Path(path)
+
+    class FakePipeline:
+        analyzer = Analyzer()
+        analysis_hooks = []
+        control = ControlState(Control("emotions"))
+        session_dir = tmp_path
+
+    (tmp_path / "file").write_text("not a folder")
+    pipeline = FakePipeline()
+    attach_exporter(pipeline, Cfg())
+    pipeline.control.update(exporting=True)
+    assert pipeline.control.get().exporting is False
 
 
 # ---- quota ---------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -148,31 +149,39 @@ class Exporter:
 
     # ---- session --------------------------------------------------------------------------------------------
     def _open_session(self) -> None:
+        """Create the session's folders, info and manifest; only a complete session becomes this exporter's, so a
+        failed start (disk full, say) can be retried with a later start()."""
+        session_dir = lock = None
         try:
             repair_abandoned(self.root)
-            self.session_dir, self._lock = new_session(self.root)
+            session_dir, lock = new_session(self.root)
             opts = self.options
             for label in EMOTIONS:
-                (self.session_dir / label).mkdir()
+                (session_dir / label).mkdir()
                 if opts.aligned:
-                    (self.session_dir / "aligned" / label).mkdir(parents=True)
-            (self.session_dir / "hog").mkdir()
-            write_json_atomic(self.session_dir / INFO, {
-                "session": self.session_dir.name,
+                    (session_dir / "aligned" / label).mkdir(parents=True)
+            (session_dir / "hog").mkdir()
+            write_json_atomic(session_dir / INFO, {
+                "session": session_dir.name,
                 "source_session": str(self.source_session) if self.source_session else None,
                 "started": time.time(),
                 "options": opts.model_dump(mode="json"),
                 "hog_length": feature_length(opts.hog),
                 **self.models,
             })
-            self._manifest = ManifestWriter(self.session_dir)
-            self.quota = Quota(self.root, None if opts.max_mb is None else int(opts.max_mb * MB),
-                                int(opts.min_free_mb * MB))
+            manifest = ManifestWriter(session_dir)
+            quota = Quota(self.root, None if opts.max_mb is None else int(opts.max_mb * MB),
+                          int(opts.min_free_mb * MB))
             if self.source_session is not None and self.source_session.is_dir():
-                write_json_atomic(self.source_session / LINK, {"export_session": str(self.session_dir.resolve())})
+                write_json_atomic(self.source_session / LINK, {"export_session": str(session_dir.resolve())})
         except OSError as exc:
+            if session_dir is not None:  # nothing was exported into it yet: leave no half-made session behind
+                shutil.rmtree(session_dir, ignore_errors=True)
+            if lock is not None:
+                lock.release()
             raise EmoCamError(f"cannot export into {self.root}: {exc.strerror or exc}; set export.root to a "
-                              "writable folder") from None
+                              "writable folder with free space") from None
+        self.session_dir, self._lock, self._manifest, self.quota = session_dir, lock, manifest, quota
         self._thread = threading.Thread(target=self._run, name="emocam-export", daemon=True)
         self._thread.start()
 
@@ -317,6 +326,7 @@ def attach_exporter(pipeline, cfg) -> Exporter | None:
             exporter.start() if new.exporting else exporter.stop()
         except EmoCamError as exc:
             logger.error(f"export not started: {exc}")
+            pipeline.control.update(exporting=False)  # status and OBS then say it is off, and a retry starts it
 
     pipeline.control.subscribe(follow)
     if cfg.export.enabled:
