@@ -12,7 +12,7 @@ import torch
 from emocam.errors import EmoCamError
 from emocam.nets.yolov7_tiny import YOLOv7Tiny, build_from_state_dict
 from emocam.train.detector import (
-    FaceDataset, Hyper, TrainOptions, _fit_anchors, _optimizer, collate, load_checkpoint, train,
+    FaceDataset, Hyper, TrainOptions, _fit_anchors, _optimizer, collate, load_checkpoint, make_loader, train,
 )
 from emocam.train.wider import find_training_images, parse_wider_gt, parse_yolo_labels
 from emocam.train.yolo_loss import YoloLoss, anchor_fitness, best_possible_recall, bbox_ciou, kmeans_anchors
@@ -213,3 +213,40 @@ def test_train_detector_command_line():
 def test_resume_without_checkpoint(boxes_dir, tmp_path):
     with pytest.raises(EmoCamError, match="--resume"):
         train(TrainOptions(data=boxes_dir, out=tmp_path, resume=True, limit=2))
+
+
+def test_resumed_run_equals_an_uninterrupted_one_and_a_fresh_run_never_overwrites(boxes_dir, tmp_path, monkeypatch):
+    import emocam.train.detector as detector
+
+    def opts(out, resume=False):
+        return TrainOptions(data=boxes_dir, out=tmp_path / out, epochs=2, img_size=64, batch=2, nominal_batch=2,
+                            limit=6, max_batches=2, resume=resume)
+
+    train(opts("straight"))
+    write_metrics = detector._append_metrics
+
+    def ctrl_c_after_the_first_epoch(path, row):
+        write_metrics(path, row)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detector, "_append_metrics", ctrl_c_after_the_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train(opts("resumed"))
+    monkeypatch.setattr(detector, "_append_metrics", write_metrics)
+    with pytest.raises(EmoCamError, match="last.pt exists: pass --resume"):
+        train(opts("resumed"))  # forgot --resume: the trained epoch stays
+    train(opts("resumed", resume=True))
+    straight, resumed = (load_checkpoint(tmp_path / d / "last.pt") for d in ("straight", "resumed"))
+    for k, v in straight["model"].items():
+        assert torch.equal(v, resumed["model"][k]), k
+
+
+def test_loader_workers_see_each_epochs_augmentation(boxes_dir):
+    images, _ = find_training_images(boxes_dir)
+    ds = FaceDataset(images[:4], 64, Hyper(), augment=True)
+    loader = make_loader(ds, 4, 2, torch.device("cpu"), torch.Generator().manual_seed(0))
+    batches = []
+    for epoch in range(2):
+        ds.epoch = epoch
+        batches.append(sorted(img.sum().item() for img in next(iter(loader))[0]))
+    assert batches[0] != batches[1]

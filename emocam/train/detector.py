@@ -299,6 +299,8 @@ def train(opts: TrainOptions, hyp: Hyper | None = None) -> list[dict]:
     last = opts.out / "last.pt"
 
     resume_state = None
+    if not opts.resume and last.is_file():
+        raise EmoCamError(f"{last} exists: pass --resume to continue it or pick another --out")
     if opts.resume:
         if not last.is_file():
             raise EmoCamError(f"--resume: no {last} to resume from")
@@ -330,15 +332,17 @@ def train(opts: TrainOptions, hyp: Hyper | None = None) -> list[dict]:
         return []
 
     dataset = FaceDataset(images, opts.img_size, hyp, augment=True, landmarks=model.landmarks, seed=opts.seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, shuffle=True, collate_fn=collate,
-                                         num_workers=opts.workers, drop_last=len(dataset) > opts.batch,
-                                         pin_memory=device.type == "cuda", persistent_workers=opts.workers > 0,
-                                         generator=torch.Generator().manual_seed(opts.seed + start_epoch))
+    order = torch.Generator().manual_seed(opts.seed)  # shuffles; checkpointed, so a resumed run shuffles alike
+    if resume_state is not None and "order_rng" in resume_state:
+        order.set_state(resume_state["order_rng"])
+    loader = make_loader(dataset, opts.batch, opts.workers, device, order)
     n_batches = min(len(loader), opts.max_batches or len(loader))
     warmup = max(round(hyp.warmup_epochs * n_batches), 100)  # yolov7: 1000 iterations at least
     compute_loss = YoloLoss(model, opts.img_size, LossWeights())
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    if resume_state is not None and resume_state.get("scaler"):
+        scaler.load_state_dict(resume_state["scaler"])
     _trim_metrics(opts.out / "metrics.csv", start_epoch)
     rows = []
     for epoch in range(start_epoch, opts.epochs):
@@ -372,7 +376,8 @@ def train(opts: TrainOptions, hyp: Hyper | None = None) -> list[dict]:
                "images_per_s": round(seen / seconds, 2)}
         state = {"format": CHECKPOINT_FORMAT, "epoch": epoch, "model": model.state_dict(),
                  "ema": ema.ema.state_dict(), "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),
-                 "img_size": opts.img_size, "metrics": row}
+                 "scaler": scaler.state_dict(), "order_rng": order.get_state(), "img_size": opts.img_size,
+                 "metrics": row}
         _save_atomic(state, last)
         _save_atomic({"format": "emocam-yolov7-tiny/1", "state_dict": ema.ema.state_dict(),
                       "img_size": opts.img_size, "epochs": epoch + 1}, opts.out / "weights.pt")
@@ -381,6 +386,15 @@ def train(opts: TrainOptions, hyp: Hyper | None = None) -> list[dict]:
                     f", landmarks {mean[3]:.4f}), {row['images_per_s']} images/s")
         rows.append(row)
     return rows
+
+
+def make_loader(dataset: FaceDataset, batch: int, workers: int, device: torch.device,
+                order: torch.Generator) -> torch.utils.data.DataLoader:
+    # Not persistent_workers: workers keep the dataset as it was when they started, so they would never see
+    # dataset.epoch change and would repeat the first epoch's augmentation forever.
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=collate,
+                                       num_workers=workers, drop_last=len(dataset) > batch,
+                                       pin_memory=device.type == "cuda", generator=order)
 
 
 def _initial_model(path: Path, landmarks: bool) -> tuple[YOLOv7Tiny, bool]:
