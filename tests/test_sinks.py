@@ -395,6 +395,26 @@ def test_real_enospc_from_the_muxer_is_reported_as_disk_full(tmp_path, logs):
     assert sum("disk full" in m for m in logs) == 1
 
 
+def test_an_encoder_that_does_not_start_leaves_no_files_and_says_what_to_do(tmp_path, monkeypatch):
+    import emocam.sinks.recorder as recorder
+
+    class BrokenBuild:  # a PyAV without libx264 raises its own error types, not OSError
+        suffix = ".mp4"
+
+        def __init__(self, path, *args):
+            path.write_bytes(b"")  # av.open has already made the file
+            raise ValueError("Unknown encoder 'libx264'")
+
+    monkeypatch.setitem(recorder.WRITERS, "h264", BrokenBuild)
+    ctx = context(tmp_path)
+    sink = RecorderSink()
+    with pytest.raises(SinkError, match=r"h264 encoder does not start \(ValueError: Unknown encoder 'libx264'\); "
+                                        r"install PyAV .* or set \[sinks.recorder\] codec = \"mjpg\""):
+        sink.open(ctx)
+    assert list(ctx.session_dir.iterdir()) == []
+    assert sink._log is None
+
+
 def test_recorder_close_before_open_is_harmless():
     sink = RecorderSink()
     sink.close()

@@ -146,6 +146,7 @@ class RecorderSink(Sink):
             width, height = width - width % 2, height - height % 2
         self.size = (width, height)
         writer_cls = WRITERS[opts.codec]
+        self._writer = self.video_path = None
         try:
             ctx.session_dir.mkdir(parents=True, exist_ok=True)
             # A second recording in the same session (record stop, then start) gets the next free number.
@@ -161,12 +162,14 @@ class RecorderSink(Sink):
                     pass
                 n += 1
             self._writer = writer_cls(self.video_path, width, height, ctx.fps, opts.crf, opts.threads)
-        except OSError as e:
-            if self._log is not None:
-                self._log.close()
-            if self._writer is not None:
-                self._writer.close()
-            raise SinkError(f"cannot record into {ctx.session_dir}: {e}") from None
+        except Exception as e:  # a broken encoder build raises anything; no half-made files may stay behind
+            self._discard_partial()
+            if isinstance(e, SinkError):
+                raise
+            if isinstance(e, OSError):
+                raise SinkError(f"cannot record into {ctx.session_dir}: {e}") from None
+            raise SinkError(f"the {opts.codec} encoder does not start ({type(e).__name__}: {e}); install PyAV "
+                            f'with its own FFmpeg (`pip install av`) or set [sinks.recorder] codec = "mjpg"') from None
         self._queue = queue.Queue(maxsize=max(2, round(opts.queue_seconds * ctx.fps)))
         self._thread = threading.Thread(target=self._run, name="emocam-recorder", daemon=True)
         self._accepting = True
@@ -197,6 +200,21 @@ class RecorderSink(Sink):
             return
         stop_worker(thread, self._queue)
         self._thread = None
+
+    def _discard_partial(self) -> None:
+        """Undo a failed open(): its files were new (open never reuses a name) and hold nothing yet."""
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+            self.log_path.unlink(missing_ok=True)
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass  # the file goes next anyway
+            self._writer = None
+        if self.video_path is not None:
+            self.video_path.unlink(missing_ok=True)
 
     def status(self) -> dict:
         return {
