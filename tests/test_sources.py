@@ -355,6 +355,14 @@ def test_images_nothing_readable(tmp_path):
 def test_redact_hides_passwords():
     assert redact("rtsp://admin:s3cret@10.0.0.5:554/stream1") == "rtsp://admin:***@10.0.0.5:554/stream1"
     assert redact("http://cam.local/video.mjpg") == "http://cam.local/video.mjpg"
+    assert redact("rtsp://admin@cam.local/live") == "rtsp://admin@cam.local/live"  # no password
+    # characters that urlsplit takes for the end of the host
+    for password in ("pa#ss", "p/ss", "p?ss", "p@ss", "p:ss"):
+        assert redact(f"rtsp://admin:{password}@10.0.0.2/live") == "rtsp://admin:***@10.0.0.2/live"
+    assert redact("rtsp://admin:s3cret@[fe80::1]:554/live") == "rtsp://admin:***@[fe80::1]:554/live"
+    assert (redact("http://cam.local/cgi?user=admin&password=s3cret&res=hd")
+            == "http://cam.local/cgi?user=admin&password=***&res=hd")
+    assert redact("https://cam.local/live.m3u8?token=abc123") == "https://cam.local/live.m3u8?token=***"
 
 
 def free_port() -> int:

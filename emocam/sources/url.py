@@ -7,9 +7,10 @@ camera reboot, end of a served file) read() raises SourceLost and the pipeline r
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 from loguru import logger
@@ -35,15 +36,16 @@ class UrlOptions(BaseModel):
     height: int | None = Field(None, ge=16, le=8192, description="Resize frames to this height; alone, width follows.")
 
 
+# scheme://user:password@ up to the LAST @: a password may hold '/', '#', '?' or '@', which urlsplit reads as the
+# end of the host. A '@' later in the URL (a query's e-mail, say) hides more than the password: safe for a log.
+_PASSWORD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^:@/]*:)(.*)@")
+_SECRET_PARAMETER = re.compile(r"(?i)([?&;](?:password|passwd|pwd|pass|token|key|secret|auth|signature|sig)=)[^&;#]*")
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for logs and messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+    """The URL with any password (in its user part or a query parameter) replaced by ***, for logs and messages."""
+    url = _PASSWORD.sub(r"\1***@", url, count=1)
+    return _SECRET_PARAMETER.sub(r"\1***", url)
 
 
 @SOURCES.register("url")
