@@ -84,5 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emocam: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `emocam ... | head`
-        return 0
+    except OSError as exc:  # a path given in the config or on the command line: name it, no traceback
+        if isinstance(exc, BrokenPipeError):  # `emocam ... | head`
+            return 0
+        from loguru import logger
+
+        logger.opt(exception=exc).debug("the error in full")  # shown with -v
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"emocam: error: {where}{exc.strerror or exc} (check the path, its permissions and the free space)",
+              file=sys.stderr)
+        return 2
+

@@ -236,8 +236,11 @@ def load_config(path: Path | str | None = None, overrides: list[str] | None = No
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path} not found; copy config.toml from the project or drop --config") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        except OSError as exc:  # a folder, no permission...
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}; point --config at a readable config.toml"
+                              ) from None
     for text in overrides or []:
         key, value = _parse_override(text)
         _set_dotted(data, key, value)

@@ -99,7 +99,11 @@ class StatusWriter:
         self._thread = threading.Thread(target=self._loop, name="emocam-status", daemon=True)
 
     def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:  # status is a convenience: the video goes on without it
+            logger.warning(f"status file {self.path} cannot be written ({exc.strerror or exc}): `emocam status` "
+                           "will not see this daemon; set daemon.status_file to a writable path")
         self._thread.start()
 
     def write(self, state: str = "running") -> None:
@@ -114,11 +118,15 @@ class StatusWriter:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period_s):
-            self.write()
+            try:
+                self.write()
+            except Exception as exc:  # a status snapshot taken mid-change: the next one will do
+                logger.debug(f"status not written: {type(exc).__name__}: {exc}")
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(2)
+        if self._thread.ident is not None:
+            self._thread.join(2)
         self.write("stopped")
 
 
@@ -144,13 +152,6 @@ def run_daemon(cfg: Config, *, seconds: float | None = None, config_path: Path |
     except SinkError as exc:
         raise EmoCamError(str(exc)) from None
     logger.info(f"session folder: {pipeline.session_dir}")
-    exporter = attach_exporter(pipeline, cfg)  # follows Control.exporting; None without an analyser
-    status = StatusWriter(pipeline, status_file(cfg))
-    status.sections["obs"] = obs.status
-    if exporter is not None:
-        status.sections["export"] = exporter.summary
-    status.start()
-    obs.start()  # OBS scenes and commands on its own thread; the recorder follows Control.recording
     stop = threading.Event()
     reload_requested = threading.Event()
 
@@ -164,7 +165,15 @@ def run_daemon(cfg: Config, *, seconds: float | None = None, config_path: Path |
     old = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     deadline = None if seconds is None else time.monotonic() + seconds
-    try:
+    exporter = status = None
+    try:  # from here on, whatever fails, the finally below finishes the recording and the export
+        exporter = attach_exporter(pipeline, cfg)  # follows Control.exporting; None without an analyser
+        status = StatusWriter(pipeline, status_file(cfg))
+        status.sections["obs"] = obs.status
+        if exporter is not None:
+            status.sections["export"] = exporter.summary
+        status.start()
+        obs.start()  # OBS scenes and commands on its own thread; the recorder follows Control.recording
         while pipeline.running and not stop.is_set():
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -180,7 +189,8 @@ def run_daemon(cfg: Config, *, seconds: float | None = None, config_path: Path |
         pipeline.close()
         if exporter is not None:  # after the analysis thread ended: writes what is queued
             exporter.close()
-        status.stop()
+        if status is not None:
+            status.stop()
         for sig, handler in old.items():
             signal.signal(sig, handler)
     summary = pipeline.status()

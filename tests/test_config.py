@@ -88,3 +88,16 @@ def test_cli_reports_config_error_as_one_line(tmp_path, capsys):
     assert main(["--config", str(path), "models", "list"]) == 2
     err = capsys.readouterr().err
     assert "runtime.devise: unknown key" in err and "Traceback" not in err
+
+
+def test_cli_reports_unusable_paths_as_one_line(tmp_path, capsys):
+    assert main(["--config", str(tmp_path), "models", "list"]) == 2  # a folder, not a file
+    err = capsys.readouterr().err
+    assert err.startswith(f"emocam: error: config file {tmp_path}: Is a directory; point --config at")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    log_file = tmp_path / "no" / "such" / "folder" / "emocam.log"
+    (tmp_path / "no").write_text("a file where a folder should be")
+    assert main(["--config", str(write(tmp_path, "")), "--set", f'logging.file="{log_file}"', "models", "list"]) == 2
+    err = capsys.readouterr().err
+    assert f"emocam: error: {tmp_path / 'no'}" in err and "check the path" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

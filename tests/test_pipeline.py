@@ -264,6 +264,16 @@ def test_a_sink_can_end_the_run(tmp_path):
     assert 5 <= json.loads((tmp_path / "status.json").read_text())["frames_out"] < 100
 
 
+def test_an_unwritable_status_file_neither_stops_the_daemon_nor_loses_the_recording(tmp_path, models_dir):
+    (tmp_path / "taken").write_text("a file where the status folder should be")
+    cfg = load_config(ROOT / "config.toml", [
+        "source.name=demo", "source.demo.frames=20", 'sinks.enabled=["recorder"]',
+        f"session.root=\"{tmp_path / 'sessions'}\"", f"daemon.status_file=\"{tmp_path / 'taken' / 'status.json'}\""])
+    assert run_daemon(cfg, seconds=60) == 0
+    (session,) = (tmp_path / "sessions").iterdir()
+    assert len(read_frame_log(session / "frames.jsonl")) == 20
+
+
 def test_a_failing_analysis_hook_does_not_end_analysis(tmp_path, models_dir):
     pipeline = build_pipeline(demo_config(tmp_path, frames=30, extra=['sinks.enabled=[]']))
     calls = []
