@@ -139,6 +139,7 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._failed_sinks: dict[str, str] = {}
         self._publishing = threading.Lock()  # held while sinks write one frame
+        self._swapping_sinks = threading.Lock()  # OBS adds the recorder while the publish thread drops a failed sink
         self.frames_corrupt = 0
         self._stats: dict = {}
         self._stats_at = -1.0
@@ -205,15 +206,17 @@ class Pipeline:
         """Open and attach a sink while running (e.g. start recording); SinkError if it cannot open."""
         w, h = self.output_size
         sink.open(SinkContext(w, h, self.info.fps if self.info else 30.0, self.session_dir))
-        self._failed_sinks.pop(sink.name, None)
-        self.sinks = self.sinks + [sink]  # swapped whole: the publish thread iterates over its own reference
+        with self._swapping_sinks:
+            self._failed_sinks.pop(sink.name, None)
+            self.sinks = self.sinks + [sink]  # swapped whole: the publish thread iterates over its own reference
 
     def remove_sink(self, name: str) -> bool:
         """Detach and close a running sink (e.g. stop recording: the file is finalised). False if none runs."""
         sink = next((s for s in self.sinks if s.name == name), None)
         if sink is None:
             return False
-        self.sinks = [s for s in self.sinks if s is not sink]
+        with self._swapping_sinks:
+            self.sinks = [s for s in self.sinks if s is not sink]
         with self._publishing:  # wait out a write() in progress; later frames no longer see the sink
             pass
         sink.close()  # outside the lock: finalising a recording must not pause the video
@@ -384,8 +387,9 @@ class Pipeline:
         return cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_LINEAR)
 
     def _sink_failed(self, sink: Sink, exc: SinkError) -> None:
-        self._failed_sinks[sink.name] = str(exc)
-        self.sinks = [s for s in self.sinks if s is not sink]
+        with self._swapping_sinks:
+            self._failed_sinks[sink.name] = str(exc)
+            self.sinks = [s for s in self.sinks if s is not sink]
         try:
             sink.close()
         except Exception:
@@ -435,8 +439,9 @@ class Pipeline:
             "analyses": self.inference.count,
             "frames_skipped_by_analysis": self.to_analyze.dropped,
             "frames_corrupt": self.frames_corrupt,
-            "render_errors": {k: v for k, v in self._complaints.items() if k.startswith("annotator")},
-            "hook_errors": {k: v for k, v in self._complaints.items() if k.startswith("analysis hook")},
+            # dict(): a copy in one step, as other threads add complaints
+            "render_errors": {k: v for k, v in dict(self._complaints).items() if k.startswith("annotator")},
+            "hook_errors": {k: v for k, v in dict(self._complaints).items() if k.startswith("analysis hook")},
             "fps_in": round(self.fps_in.rate(), 2),
             "fps_out": round(self.fps_out.rate(), 2),
             "inference_hz": round(self.inference.rate(), 2),
@@ -449,7 +454,7 @@ class Pipeline:
             "selection": control.selection,
             "faces": len(self.latest.peek().faces) if self.latest.peek() else 0,
             "sinks": {s.name: {"state": "running", **s.status()} for s in self.sinks}
-            | {name: {"state": "failed", "error": err} for name, err in self._failed_sinks.items()},
+            | {name: {"state": "failed", "error": err} for name, err in dict(self._failed_sinks).items()},
             "session_dir": str(self.session_dir),
             "uptime_s": round(time.monotonic() - self.started_at, 1) if self.started_at else 0.0,
             "error": self.error,
