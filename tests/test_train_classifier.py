@@ -17,7 +17,7 @@ from emocam.errors import EmoCamError
 from emocam.nets.repvgg_plus import build_repvgg_plus, load_deployed, normalise_u8
 from emocam.train import emotion_data
 from emocam.train.classifier import (Recipe, Trainer, augment, build_teacher, class_weights, load_init,
-                                     lr_factor, teacher_probabilities)
+                                     lr_factor, teacher_networks, teacher_probabilities)
 from emocam.train.emotion_data import (FaceArrays, affectnet_samples, find_samples, image_folder_samples,
                                        labels_csv_samples, load_faces)
 from emocam.types import EMOTIONS
@@ -368,3 +368,57 @@ def test_distillation_pulls_the_student_towards_the_teacher(faces):
     assert (pred == target).mean() > 0.5 and (pred == few.labels).mean() < 0.2
     with pytest.raises(ValueError, match="soft targets"):
         Trainer(plain, few, "unused", torch.device("cpu"))
+
+
+class LookUpTeacher(torch.nn.Module):
+    """Says each known face is the class after its label (as the soft targets above): a function of the image."""
+
+    def __init__(self, faces: FaceArrays):
+        super().__init__()
+        self.known = normalise_u8(torch.from_numpy(faces.images).unsqueeze(1)).flatten(1)
+        self.logits = torch.nn.functional.one_hot(torch.from_numpy((faces.labels + 1) % 7), 7).float() * 8
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        nearest = torch.cdist(x.flatten(1).float(), self.known).argmin(1)
+        return self.logits[nearest]
+
+
+def test_online_distillation_follows_the_teacher_on_the_batches_the_student_sees(faces):
+    torch.set_num_threads(1)
+    pick = np.concatenate([np.flatnonzero(faces.labels == c)[:10] for c in range(7)])[:64]
+    few = FaceArrays(faces.images[pick], faces.labels[pick])
+    teacher = LookUpTeacher(few)
+    plain = tiny_recipe(epochs=8, batch_size=16, lr=0.05, label_smoothing=0.0, class_weight_power=0.0,
+                        max_rotation_deg=0, scale_range=(1, 1), max_shift=0, brightness=0, contrast=0, erase_prob=0,
+                        teachers=("look-up",), distill_weight=1.0, distill_online=True)
+    trainer = Trainer(plain, few, "unused", torch.device("cpu"), teachers=[teacher])
+    seen = []
+    trainer.model.register_forward_pre_hook(lambda module, args: seen.append(args[0].clone()))
+    for _ in range(plain.epochs):
+        trainer.train_epoch()
+    # the teacher was asked about exactly the (mirrored at random) faces the student trained on
+    assert len(teacher.inputs) == len(seen) == 32
+    assert all(torch.equal(t, s) for t, s in zip(teacher.inputs, seen))
+    trainer.model.train()
+    torch.manual_seed(123)
+    with torch.no_grad():
+        pred = trainer.model(normalise_u8(torch.from_numpy(few.images).unsqueeze(1))).argmax(1).numpy()
+    target = (few.labels + 1) % 7
+    assert (pred == target).mean() > 0.5 and (pred == few.labels).mean() < 0.2
+    with pytest.raises(ValueError, match="one of them"):
+        Trainer(plain, few, "unused", torch.device("cpu"), soft_targets=np.zeros((64, 7), np.float32),
+                teachers=[teacher])
+
+
+def test_online_teachers_are_repvgg_networks_of_the_students_input(models_dir):
+    from emocam.config import load_config
+
+    cfg = load_config(None, [f"runtime.models_dir={str(models_dir)!r}"])
+    (network,) = teacher_networks(("repvgg-fer",), cfg, 48)
+    assert not network.training and network.deployed
+    with pytest.raises(EmoCamError, match="--teacher mini-xception: --distill-online takes RepVGG-Plus teachers"):
+        teacher_networks(("mini-xception",), cfg, 48)
+    with pytest.raises(EmoCamError, match="student's 64x64 gray input"):
+        teacher_networks(("repvgg-fer",), cfg, 64)

@@ -62,10 +62,14 @@ class Recipe:
     contrast: float = 0.3
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.2)
-    # Distillation: the loss mixes in cross-entropy against these classifier backends' averaged probabilities
-    # (each face and its mirror image), weighted distill_weight; the hard-label loss keeps 1 - distill_weight.
+    # Distillation: the loss mixes in cross-entropy against these classifier backends' averaged probabilities,
+    # weighted distill_weight; the hard-label loss keeps 1 - distill_weight. Offline: each face's and its mirror
+    # image's probabilities, computed once before training. Online: the teachers' probabilities for the very
+    # batch the student sees, augmentation included ("function matching", Beyer et al. 2022: a consistent teacher
+    # lets the student get closer to it), at the cost of the teachers' forward pass at every step.
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.0
+    distill_online: bool = False
     history: list[dict] = field(default_factory=list)
 
 
@@ -137,7 +141,8 @@ def class_weights(counts: np.ndarray, power: float) -> torch.Tensor:
 # ---- the trainer -------------------------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, recipe: Recipe, train: FaceArrays, out: Path, device: torch.device,
-                 val: FaceArrays | None = None, soft_targets: np.ndarray | None = None):
+                 val: FaceArrays | None = None, soft_targets: np.ndarray | None = None,
+                 teachers: list[torch.nn.Module] | None = None):
         self.recipe, self.train_set, self.val_set, self.out, self.device = recipe, train, val, Path(out), device
         torch.manual_seed(recipe.seed)  # before the model is built: its initial weights come from this seed
         random.seed(recipe.seed)
@@ -162,9 +167,13 @@ class Trainer:
         # all faces on the device (FER2013: 66 MB as uint8), so a step reads nothing from the host
         self.images = torch.from_numpy(train.images).to(device)
         self.labels = torch.from_numpy(train.labels).to(device)
-        if (soft_targets is None) != (recipe.distill_weight == 0):
-            raise ValueError("distill_weight > 0 needs soft targets, and soft targets need distill_weight > 0")
+        if (soft_targets is None and not teachers) != (recipe.distill_weight == 0) or (
+                soft_targets is not None and teachers):
+            raise ValueError("distill_weight > 0 needs soft targets or teacher networks (one of them), and they "
+                             "need distill_weight > 0")
         self.soft_targets = None if soft_targets is None else torch.from_numpy(soft_targets).float().to(device)
+        self.teachers = [t.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+                         for t in teachers or []]
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -225,8 +234,9 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y, weight=self.loss_weights, label_smoothing=r.label_smoothing)
-                if self.soft_targets is not None:
-                    soft = F.cross_entropy(logits.float(), self.soft_targets[idx])
+                if r.distill_weight:
+                    targets = self.soft_targets[idx] if self.soft_targets is not None else self.teach(x)
+                    soft = F.cross_entropy(logits.float(), targets)
                     loss = (1 - r.distill_weight) * loss + r.distill_weight * soft
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -242,6 +252,11 @@ class Trainer:
         self.start_up_seconds = max(0.0, seconds - steady)
         return {"train_loss": total_loss / seen, "train_acc": correct / seen, "seconds": round(seconds, 1),
                 "images_per_s": round(seen / seconds, 1)}
+
+    @torch.no_grad()
+    def teach(self, x: torch.Tensor) -> torch.Tensor:
+        """The teacher networks' averaged probabilities for the student's own (augmented) batch."""
+        return torch.stack([F.softmax(t(x).float(), 1) for t in self.teachers]).mean(0)
 
     @torch.no_grad()
     def predict(self, images: np.ndarray, model: torch.nn.Module | None = None, batch: int = 512) -> np.ndarray:
@@ -368,6 +383,22 @@ def teacher_probabilities(names: tuple[str, ...], faces: FaceArrays, cfg, cache_
     return probs
 
 
+def teacher_networks(names: tuple[str, ...], cfg, size: int) -> list[torch.nn.Module]:
+    """The teachers as networks fed the student's input tensors, for online distillation: RepVGG-Plus teachers
+    (the repvgg-fer backend or deploy.pt files) of the student's input size."""
+    from emocam.classify.repvgg import RepVGGClassifier
+
+    networks = []
+    for name in names:
+        teacher = build_teacher(cfg, name)
+        if not isinstance(teacher, RepVGGClassifier) or teacher.size != size:
+            raise EmoCamError(f"--teacher {name}: --distill-online takes RepVGG-Plus teachers with the student's "
+                              f"{size}x{size} gray input (repvgg-fer or a deploy.pt); drop --distill-online to "
+                              "distil from any classifier")
+        networks.append(teacher.model.float())
+    return networks
+
+
 def build_teacher(cfg, name: str):
     """A classifier backend by name, or a RepVGG-Plus deploy.pt (a bigger model trained first, for example)."""
     from emocam.backends import build_classifier
@@ -435,6 +466,9 @@ def register(sub, parents) -> None:
                         "e.g. mini-xception or out/big/deploy.pt")
     p.add_argument("--distill-weight", type=float, default=0.5,
                    help="share of the loss that follows the teachers when --teacher is given (default 0.5)")
+    p.add_argument("--distill-online", action="store_true",
+                   help="the teachers see every augmented batch the student sees (consistent targets; a teacher "
+                        "forward pass per step; RepVGG-Plus teachers of the student's input size)")
     p.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
                    help="loss weight ~ class count^-POWER: 0 none, 1 fully balanced (default 0.5)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -468,7 +502,8 @@ def run(args: argparse.Namespace, cfg=None) -> int:
         recipe = Recipe(arch=args.arch, epochs=args.epochs or Recipe.epochs, batch_size=args.batch_size, lr=args.lr,
                         label_smoothing=args.label_smoothing, class_weight_power=args.class_weight_power,
                         weight_decay=args.weight_decay, erase_prob=args.erase_prob, seed=args.seed,
-                        teachers=tuple(args.teacher), distill_weight=args.distill_weight if args.teacher else 0.0)
+                        teachers=tuple(args.teacher), distill_weight=args.distill_weight if args.teacher else 0.0,
+                        distill_online=bool(args.teacher) and args.distill_online)
     size = VARIANTS[recipe.arch].input_size
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")
@@ -476,12 +511,16 @@ def run(args: argparse.Namespace, cfg=None) -> int:
     if args.val_labels:
         val = load_faces(labels_csv_samples(args.val_labels, args.val_filter_prefix), size, cache,
                          "decode validation faces")
-    soft = None
+    soft = networks = None
     if recipe.teachers:
         from emocam.config import load_config
 
-        soft = teacher_probabilities(recipe.teachers, train, cfg or load_config(), cache)
-    trainer = Trainer(recipe, train, args.out, device, val, soft)
+        cfg = cfg or load_config()
+        if recipe.distill_online:
+            networks = teacher_networks(recipe.teachers, cfg, size)
+        else:
+            soft = teacher_probabilities(recipe.teachers, train, cfg, cache)
+    trainer = Trainer(recipe, train, args.out, device, val, soft, networks)
     if state is not None:
         trainer.load_state(state)
     elif args.init:
