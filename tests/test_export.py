@@ -198,7 +198,9 @@ def test_never_overwrites_and_numbering_continues_across_restarts(tmp_path, fram
     assert third.skipped_existing == 1 and read_manifest(third.session_dir) == []
 
 
-def test_control_starts_and_stops_export(tmp_path, frame_1080p):
+def pipeline_with_exporter(tmp_path: Path, export_root: Path):
+    """What attach_exporter needs of a pipeline and a config, and the exporter it attaches."""
+
     class Named:
         def __init__(self, name):
             self.name, self.weights_sha256 = name, {name: "00" * 32}
@@ -207,7 +209,7 @@ def test_control_starts_and_stops_export(tmp_path, frame_1080p):
         detector, classifier = Named("det"), Named("cls")
 
     class Cfg:
-        export = options(root=tmp_path / "exports")
+        export = options(root=export_root)
 
         def resolve(self, path):
             return Path(path)
@@ -219,7 +221,11 @@ def test_control_starts_and_stops_export(tmp_path, frame_1080p):
         session_dir = tmp_path
 
     pipeline = FakePipeline()
-    exporter = attach_exporter(pipeline, Cfg())
+    return pipeline, attach_exporter(pipeline, Cfg())
+
+
+def test_control_starts_and_stops_export(tmp_path, frame_1080p):
+    pipeline, exporter = pipeline_with_exporter(tmp_path, tmp_path / "exports")
     hook = pipeline.analysis_hooks[0]
     hook(Frame(frame_1080p, 0, 1.0), Analysis(0, 1.0, (1920, 1080), (face("happy"),)))
     assert exporter.session_dir is None  # export is off by default
@@ -258,27 +264,8 @@ def test_a_failed_start_leaves_nothing_half_made_and_a_later_start_exports(tmp_p
 
 
 def test_control_says_export_is_off_when_it_could_not_start(tmp_path):
-    class Named:
-        name, weights_sha256 = "x", {}
-
-    class Analyzer:
-        detector = classifier = Named()
-
-    class Cfg:
-        export = options(root=tmp_path / "file")
-
-        def resolve(self, path):
-            return Path(path)
-
-    class FakePipeline:
-        analyzer = Analyzer()
-        analysis_hooks = []
-        control = ControlState(Control("emotions"))
-        session_dir = tmp_path
-
     (tmp_path / "file").write_text("not a folder")
-    pipeline = FakePipeline()
-    attach_exporter(pipeline, Cfg())
+    pipeline, _ = pipeline_with_exporter(tmp_path, tmp_path / "file")
     pipeline.control.update(exporting=True)
     assert pipeline.control.get().exporting is False
 
