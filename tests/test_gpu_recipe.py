@@ -31,8 +31,8 @@ def test_pack_then_one_call_trains_teachers_and_a_student(data_dir, fer_train_di
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     out = tmp_path / "out"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["best_student"] in ("student-w0.5", "student-w0.9")
-    assert all(summary[run]["epoch"] >= 1 for run in ("teacher-0", "teacher-1", "student-w0.5", "student-w0.9"))
+    assert summary["best_student"] in ("student-offline", "student-online")
+    assert all(summary[run]["epoch"] >= 1 for run in ("teacher-0", "teacher-1", "student-offline", "student-online"))
     assert len(list(out.glob("teachers-70-*.npy"))) == 1  # 7 emotions x 10 faces, soft targets of both teachers
     # all run as classifiers as they come back; the teachers are fer-m, whose shapes face64-m shares
     RepVGGClassifier(RepVGGOptions(weights=str(out / "deploy.pt")), torch.device("cpu"), WeightStore(models_dir))
@@ -40,3 +40,6 @@ def test_pack_then_one_call_trains_teachers_and_a_student(data_dir, fer_train_di
         RepVGGClassifier(RepVGGOptions(weights=str(out / teacher), arch="repvggplus-fer-m"), torch.device("cpu"),
                          WeightStore(models_dir))
     assert torch.load(out / "last.pt", weights_only=True)["recipe"]["teachers"]
+    recipes = {run: torch.load(tmp_path / "work" / run / "last.pt", weights_only=True)["recipe"]
+               for run in ("student-offline", "student-online")}
+    assert [recipes[run]["distill_online"] for run in recipes] == [False, True]
