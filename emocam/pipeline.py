@@ -325,7 +325,8 @@ class Pipeline:
         analyzer = self.analyzer
         image = frame.image
         tracked = self.tracker.active
-        if n % self.detect_interval == 0 or not tracked:
+        detected = n % self.detect_interval == 0 or not tracked
+        if detected:
             started = time.monotonic()
             faces = analyzer.detect(image)
             done = time.monotonic()
@@ -337,7 +338,7 @@ class Pipeline:
             faces = (self.explainer or analyzer.classifier).classify(image, faces)
             done = time.monotonic()
             self.classify_time.tick(done, done - started)
-        faces = self.tracker.update(faces, frame.timestamp)
+        faces = self.tracker.update(faces, frame.timestamp, detected)
         if self.explainer is not None:
             faces = self.explainer.smooth(faces)  # per track id, so after the tracker
         h, w = image.shape[:2]

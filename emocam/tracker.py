@@ -42,8 +42,12 @@ class Tracker:
         self._tracks: list[_Track] = []
         self._next_id = 1
 
-    def update(self, faces: list[Face], now: float) -> list[Face]:
-        """Match new detections (with probabilities) to tracks; return the smoothed faces with track ids."""
+    def update(self, faces: list[Face], now: float, detected: bool = True) -> list[Face]:
+        """Match new detections (with probabilities) to tracks; return the smoothed faces with track ids.
+
+        detected=False: `faces` are the tracks themselves, classified again on a frame the detector skipped
+        (detect_interval > 1). They update the probabilities but are no sighting: a face that left the frame
+        still ages out after max_age_s, instead of confirming itself forever."""
         boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
         track_boxes = np.array([t.face.box for t in self._tracks], np.float32).reshape(-1, 4)
         iou = iou_matrix(track_boxes, boxes)
@@ -59,10 +63,11 @@ class Tracker:
         for ti, fi in matched_tracks.items():
             track = self._tracks[ti]
             track.face = self._blend(track.face, faces[fi])
-            track.last_seen = now
-            track.hits += 1
+            if detected:
+                track.last_seen = now
+                track.hits += 1
         for fi, face in enumerate(faces):
-            if fi not in matched_tracks.values():
+            if detected and fi not in matched_tracks.values():
                 self._tracks.append(_Track(self._next_id, replace(face, track_id=self._next_id), now))
                 self._next_id += 1
         # A face the detector missed briefly stays (its last state) so overlays do not flicker.
