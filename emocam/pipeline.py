@@ -20,7 +20,7 @@ from emocam.analyzer import FrameAnalyzer
 from emocam.control import ControlState
 from emocam.mailbox import Mailbox
 from emocam.presets import Preset
-from emocam.render.base import RenderInfo
+from emocam.render.base import RenderInfo, placement
 from emocam.sinks import OutputFrame, Sink, SinkContext, SinkError
 from emocam.sources import Frame, Source, SourceInfo, SourceLost, SourceUnavailable
 from emocam.tracker import Tracker
@@ -383,9 +383,16 @@ class Pipeline:
 
     def _scene(self, frame: Frame) -> np.ndarray:
         w, h = self.output_size
-        if frame.image.shape[1] == w and frame.image.shape[0] == h:
+        fh, fw = frame.image.shape[:2]
+        if (fw, fh) == (w, h):
             return frame.image.copy()  # the analyser may still be reading the original
-        return cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_LINEAR)
+        # another aspect (a camera that fell back to 640x480 under a 1280x720 output): letterboxed, not stretched,
+        # where the annotators expect it (render.base.placement)
+        at = placement((fw, fh), (w, h))
+        scene = np.zeros((h, w, 3), np.uint8)
+        scene[at.y:at.y + at.height, at.x:at.x + at.width] = cv2.resize(
+            frame.image, (at.width, at.height), interpolation=cv2.INTER_LINEAR)
+        return scene
 
     def _sink_failed(self, sink: Sink, exc: SinkError) -> None:
         with self._swapping_sinks:

@@ -18,7 +18,7 @@ import pytest
 
 from emocam.explain.maps import FaceMaps
 from emocam.render import ANNOTATORS
-from emocam.render.base import RenderInfo
+from emocam.render.base import RenderInfo, placement
 from emocam.types import Analysis, Face
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -216,3 +216,39 @@ def test_heatmap_opacity_options():
     # the map is above the floor), at full opacity.
     assert changed(floor) < 0.5 * changed(weighted) and changed(flat) == changed(weighted) > 0.5
     assert np.abs(flat[window] - plain[window]).mean() > np.abs(weighted[window] - plain[window]).mean()
+
+
+def test_a_camera_of_another_aspect_is_letterboxed_and_overlays_stay_on_the_face():
+    # a 4:3 camera under a 16:9 output: the frame is scaled 1.5x into the middle 960 columns, bars either side
+    at = placement((640, 480), (1280, 720))
+    assert (at.scale, at.x, at.y, at.width, at.height) == (1.5, 160, 0, 960, 720)
+    landmarks = np.array([[250, 350], [350, 350], [300, 380], [260, 420], [340, 420]], np.float32)
+    face = Face(np.array([200, 300, 400, 450], np.float32), 0.99, landmarks, PROBS, 1)
+    seen = Analysis(0, 0.0, (640, 480), (face,))
+    scene = np.zeros((720, 1280, 3), np.uint8)
+    ANNOTATORS.get("boxes")(ANNOTATORS.get("boxes").Options(landmarks=True)).annotate(scene, seen)
+    drawn = np.argwhere(np.any(scene > 0, axis=2))
+    (y1, x1), (y2, x2) = drawn.min(axis=0), drawn.max(axis=0)
+    # the box is at 1.5 x (200, 300, 400, 450) + (160, 0) = (460, 450, 760, 675), give or take its thickness
+    assert abs(x1 - 460) <= 2 and abs(y1 - 450) <= 2 and abs(x2 - 760) <= 2 and abs(y2 - 675) <= 2
+    nose = scene[380 * 3 // 2 - 1:380 * 3 // 2 + 2, 300 * 3 // 2 + 159:300 * 3 // 2 + 162]
+    assert nose.any()  # the landmarks moved with it
+    window = replace(synthetic_face(), box=face.box, explanation=replace(synthetic_face().explanation,
+                                                                        window=(180, 280, 420, 470)))
+    heat = np.zeros((720, 1280, 3), np.uint8)
+    ANNOTATORS.get("heatmap")().annotate(heat, Analysis(0, 0.0, (640, 480), (window,)), RenderInfo())
+    drawn = np.argwhere(np.any(heat > 0, axis=2))
+    (y1, x1), (y2, x2) = drawn.min(axis=0), drawn.max(axis=0)
+    assert x1 >= 430 and y1 >= 420 and x2 < 790 and y2 < 705  # inside 1.5 x the window + (160, 0)
+    assert x2 - x1 > 300 and y2 - y1 > 250
+
+
+def test_the_pipeline_letterboxes_a_frame_of_another_aspect():
+    from emocam.pipeline import Pipeline
+    from emocam.sources import Frame
+
+    pipeline = Pipeline.__new__(Pipeline)  # only the scene geometry is under test
+    pipeline.output_size = (1280, 720)
+    scene = pipeline._scene(Frame(np.full((480, 640, 3), 200, np.uint8), 0, 0.0))
+    assert scene.shape == (720, 1280, 3)
+    assert (scene[:, :160] == 0).all() and (scene[:, 1120:] == 0).all() and (scene[:, 160:1120] == 200).all()

@@ -5,7 +5,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from emocam.render import ANNOTATORS
-from emocam.render.base import NO_INFO, Annotator, RenderInfo, scale_boxes, ui_scale
+from emocam.render.base import NO_INFO, Annotator, RenderInfo, to_scene, ui_scale
 from emocam.render.colors import EMOTION_BGR
 from emocam.types import EMOTIONS, Analysis
 
@@ -20,7 +20,7 @@ class ProbabilityBarsAnnotator(Annotator):
         opacity: float = Field(0.6, ge=0, le=1)  # of the dark panel behind the bars
 
     def annotate(self, scene: np.ndarray, analysis: Analysis, info: RenderInfo = NO_INFO) -> np.ndarray:
-        k = scale_boxes(analysis, scene)
+        to_px = to_scene(analysis, scene)
         s = ui_scale(scene)
         row = max(10, round(18 * s))
         label_w = round(70 * s)
@@ -30,7 +30,7 @@ class ProbabilityBarsAnnotator(Annotator):
         for face in analysis.faces:
             if face.probs is None:
                 continue
-            x1, y1, x2, _ = (face.box * k).round().astype(int)
+            x1, y1, x2, _ = to_px(face.box).round().astype(int)
             px = x2 + round(8 * s) if x2 + round(8 * s) + panel_w <= W else x1 - round(8 * s) - panel_w
             px = int(np.clip(px, 0, max(0, W - panel_w)))
             py = int(np.clip(y1, 0, max(0, H - panel_h)))

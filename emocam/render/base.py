@@ -45,10 +45,36 @@ def ui_scale(scene: np.ndarray) -> float:
     return scene.shape[0] / 720.0
 
 
-def scale_boxes(analysis: Analysis, scene: np.ndarray) -> float:
-    """Factor from analysis coordinates to scene coordinates (the renderer may draw on a resized frame)."""
-    w = analysis.size[0]
-    return scene.shape[1] / w if w else 1.0
+@dataclass(frozen=True)
+class Placement:
+    """Where a frame of one size sits in an output of another: scaled by one factor (no distortion), centred,
+    with bars on the sides that are left over (letterbox / pillarbox)."""
+
+    scale: float
+    x: int  # offset of the scaled frame in the output
+    y: int
+    width: int  # size of the scaled frame
+    height: int
+
+    def __call__(self, coords: np.ndarray) -> np.ndarray:
+        """x, y pairs in frame pixels (a box x1 y1 x2 y2, landmarks (N, 2)...) -> output pixels, same shape."""
+        pairs = np.asarray(coords, np.float32).reshape(-1, 2) * self.scale + (self.x, self.y)
+        return pairs.reshape(np.shape(coords))
+
+
+def placement(frame_size: tuple[int, int], output_size: tuple[int, int]) -> Placement:
+    """How a frame of frame_size (w, h) fits output_size (w, h); the pipeline and the annotators share this."""
+    (fw, fh), (ow, oh) = frame_size, output_size
+    if not fw or not fh or (fw, fh) == (ow, oh):
+        return Placement(1.0, 0, 0, ow, oh)
+    scale = min(ow / fw, oh / fh)
+    w, h = min(ow, round(fw * scale)), min(oh, round(fh * scale))
+    return Placement(scale, (ow - w) // 2, (oh - h) // 2, w, h)
+
+
+def to_scene(analysis: Analysis, scene: np.ndarray) -> Placement:
+    """From analysis coordinates to the scene the annotators draw on (the output may differ from the camera)."""
+    return placement(analysis.size, (scene.shape[1], scene.shape[0]))
 
 
 def put_label(scene: np.ndarray, text: str, org: tuple[int, int], bg: tuple[int, int, int],

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emocam.explain.maps import FaceMaps, class_index, colorize_u8, layer_index
 from emocam.explain.overlay import ClassChoice, Colormap, render_key
 from emocam.render import ANNOTATORS
-from emocam.render.base import NO_INFO, Annotator, RenderInfo
+from emocam.render.base import NO_INFO, Annotator, RenderInfo, placement
 from emocam.types import Analysis
 
 
@@ -54,7 +54,7 @@ class HeatmapAnnotator(Annotator):
     def _prepare(self, shape, analysis: Analysis, selection: dict) -> list:
         o = self.options
         H, W = shape[:2]
-        k = W / analysis.size[0] if analysis.size[0] else 1.0  # as scale_boxes(): analysis -> scene pixels
+        to_px = placement(analysis.size, (W, H))  # analysis -> scene pixels
         out = []
         for face in analysis.faces:
             fm = face.explanation
@@ -62,7 +62,7 @@ class HeatmapAnnotator(Annotator):
                 continue
             layer = layer_index(fm, selection.get("layer"), o.layer)
             m = fm.map(layer, class_index(face, selection.get("class"), o.class_))
-            x1, y1, x2, y2 = (int(round(v * k)) for v in fm.window)
+            x1, y1, x2, y2 = (int(v) for v in to_px(fm.window).round())
             vx1, vy1, vx2, vy2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
             if vx2 - vx1 < 2 or vy2 - vy1 < 2:
                 continue

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from emocam.export.hog import hog_input, hog_kwargs, orientation_histogram
 from emocam.export.options import HogOptions
 from emocam.render import ANNOTATORS
-from emocam.render.base import NO_INFO, Annotator, RenderInfo, scale_boxes, ui_scale
+from emocam.render.base import NO_INFO, Annotator, Placement, RenderInfo, to_scene, ui_scale
 from emocam.render.colors import face_color
 from emocam.types import Analysis, Face
 
@@ -58,17 +58,17 @@ class HogInsetAnnotator(Annotator):
         key = (analysis.frame_index, face.track_id, scene.shape)
         if key != self._key:
             started = time.perf_counter()
-            self._inset = self._draw_inset(scene, face, scale_boxes(analysis, scene), ui_scale(scene))
+            self._inset = self._draw_inset(scene, face, to_scene(analysis, scene), ui_scale(scene))
             self._key = key
             self.compute_ms = 1000 * (time.perf_counter() - started)
         if self._inset is not None:
             self._paste(scene, self._inset)
         return scene
 
-    def _draw_inset(self, scene: np.ndarray, face: Face, k: float, s: float) -> np.ndarray | None:
+    def _draw_inset(self, scene: np.ndarray, face: Face, to_px: Placement, s: float) -> np.ndarray | None:
         from skimage.feature import hog
 
-        x1, y1, x2, y2 = face.box * k
+        x1, y1, x2, y2 = to_px(face.box)
         # A little inside the box: an earlier annotator's box outline would show up as strong edges.
         dx, dy = 0.04 * (x2 - x1), 0.04 * (y2 - y1)
         H, W = scene.shape[:2]

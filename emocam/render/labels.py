@@ -4,7 +4,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from emocam.render import ANNOTATORS
-from emocam.render.base import NO_INFO, Annotator, RenderInfo, put_label, scale_boxes, ui_scale
+from emocam.render.base import NO_INFO, Annotator, RenderInfo, put_label, to_scene, ui_scale
 from emocam.render.colors import face_color, text_color_on
 from emocam.types import Analysis
 
@@ -18,7 +18,7 @@ class LabelAnnotator(Annotator):
         show_track_id: bool = True
 
     def annotate(self, scene: np.ndarray, analysis: Analysis, info: RenderInfo = NO_INFO) -> np.ndarray:
-        k = scale_boxes(analysis, scene)
+        to_px = to_scene(analysis, scene)
         s = ui_scale(scene)
         for face in analysis.faces:
             if face.probs is None:
@@ -26,7 +26,7 @@ class LabelAnnotator(Annotator):
             text = f"{face.label} {float(face.probs.max()):.0%}"
             if self.options.show_track_id and face.track_id is not None:
                 text = f"#{face.track_id} {text}"
-            x1, y1, _, y2 = (face.box * k).round().astype(int)
+            x1, y1, _, y2 = to_px(face.box).round().astype(int)
             color = face_color(face)
             _, h = put_label(scene, text, (x1, y1), color, text_color_on(color), s)
             if y1 - h < 0:  # no room above: draw inside the frame just below the box instead
