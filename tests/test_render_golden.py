@@ -252,3 +252,11 @@ def test_the_pipeline_letterboxes_a_frame_of_another_aspect():
     scene = pipeline._scene(Frame(np.full((480, 640, 3), 200, np.uint8), 0, 0.0))
     assert scene.shape == (720, 1280, 3)
     assert (scene[:, :160] == 0).all() and (scene[:, 1120:] == 0).all() and (scene[:, 160:1120] == 200).all()
+
+
+def test_a_face_at_the_top_edge_gets_one_label_below_its_box():
+    face = Face(np.array([500, 5, 700, 250], np.float32), 0.99, None, PROBS, 1)
+    scene = np.zeros((720, 1280, 3), np.uint8)
+    ANNOTATORS.get("labels")().annotate(scene, Analysis(0, 0.0, (1280, 720), (face,)))
+    rows = np.flatnonzero(scene.any(axis=(1, 2)))
+    assert rows.min() >= 250 and rows.max() < 290  # one label, just below the box; none clamped over the face

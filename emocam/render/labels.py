@@ -4,7 +4,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from emocam.render import ANNOTATORS
-from emocam.render.base import NO_INFO, Annotator, RenderInfo, put_label, to_scene, ui_scale
+from emocam.render.base import NO_INFO, Annotator, RenderInfo, label_size, put_label, to_scene, ui_scale
 from emocam.render.colors import face_color, text_color_on
 from emocam.types import Analysis
 
@@ -28,7 +28,7 @@ class LabelAnnotator(Annotator):
                 text = f"#{face.track_id} {text}"
             x1, y1, _, y2 = to_px(face.box).round().astype(int)
             color = face_color(face)
-            _, h = put_label(scene, text, (x1, y1), color, text_color_on(color), s)
-            if y1 - h < 0:  # no room above: draw inside the frame just below the box instead
-                put_label(scene, text, (x1, y2 + h), color, text_color_on(color), s)
+            h = label_size(text, s)[1]
+            # above the box, or just below it when there is no room above
+            put_label(scene, text, (x1, y1 if y1 - h >= 0 else y2 + h), color, text_color_on(color), s)
         return scene

@@ -5,7 +5,7 @@ from pydantic import BaseModel, ConfigDict
 from typing import Literal
 
 from emocam.render import ANNOTATORS
-from emocam.render.base import NO_INFO, Annotator, RenderInfo, put_label, ui_scale
+from emocam.render.base import NO_INFO, Annotator, RenderInfo, label_size, put_label, ui_scale
 from emocam.types import Analysis
 
 
@@ -26,7 +26,7 @@ class StatusAnnotator(Annotator):
         margin = round(8 * s)
         corner = self.options.corner
         # Measure first (drawn off-frame would be clipped), then place in the chosen corner.
-        w, h = put_label(np.zeros((1, 1, 3), np.uint8), text, (0, 1), (0, 0, 0), (0, 0, 0), s)
+        w, h = label_size(text, s)
         x = margin if corner.endswith("left") else scene.shape[1] - w - margin
         y = h + margin if corner.startswith("top") else scene.shape[0] - margin
         put_label(scene, text, (x, y), (32, 32, 32), (255, 255, 255), s)
