@@ -315,6 +315,17 @@ def test_custom_event_commands_are_applied_and_acknowledged(obs, live, req, caps
     wait_until(lambda: not req.get_record_status().output_active, 10, "OBS recording stopped")
     mkv = wait_until(lambda: list(obs.record_dir.glob("*.mkv")), 5, "OBS wrote its recording")
     assert mkv[0].stat().st_size > 0
+    # EmoCam's recorder cannot start (a file where its session folder should be): OBS does not record either
+    session_dir = live.pipeline.session_dir
+    live.pipeline.session_dir = session_dir.parent / "taken"
+    live.pipeline.session_dir.write_text("a file")
+    try:
+        rc, ack = ctl(obs, capsys, "record", "start")
+    finally:
+        live.pipeline.session_dir = session_dir
+    assert rc == 1 and not ack["ok"] and "record could not start" in ack["error"]
+    assert not ack["state"]["recording"] and "obs_recording" not in ack
+    assert not req.get_record_status().output_active
 
     # Rejected: acknowledged with the reason, nothing changes, and the next command still works.
     state = control.get()

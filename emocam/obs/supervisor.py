@@ -194,7 +194,12 @@ class ObsSupervisor:
         else:
             self._set(commands=self._commands + 1)
             logger.info(f"OBS: command {ack['applied']}")
-            if "record" in ack["applied"] and self.cfg.obs_recording:
+            undone = [key for key, state in (("record", "recording"), ("export", "exporting"))
+                      if key in ack["applied"] and ack["state"][state] != (ack["applied"][key] == "start")]
+            if undone:  # read back: the recorder or the exporter could not start (the daemon's log says why)
+                ack["ok"] = False
+                ack["error"] = f"{' and '.join(undone)} could not start; see the EmoCam daemon's log"
+            elif "record" in ack["applied"] and self.cfg.obs_recording:
                 ack["obs_recording"] = self._obs_record(ack["applied"]["record"])
         self._request("BroadcastCustomEvent", {"eventData": {ACK_KEY: ack}})
 
