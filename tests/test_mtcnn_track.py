@@ -65,6 +65,13 @@ def test_registered_with_strict_options(weights):
         MTCNNTrackOptions(track_threshold=1.5)
 
 
+def test_a_minimum_face_bigger_than_the_frame_finds_nothing_like_plain_mtcnn(weights):
+    blank = np.zeros((360, 640, 3), np.uint8)  # what the daemon warms the detector up with
+    tracker = MTCNNTrackDetector(MTCNNTrackOptions(min_face_size=400), CPU, weights)
+    assert tracker.detect(blank) == tracker.detect(blank) == []
+    assert MTCNNDetector(MTCNNOptions(min_face_size=400), CPU, weights).detect(blank) == []
+
+
 def test_first_frame_after_reset_is_a_full_search(weights, data_dir):
     """A still image (or the first frame of a video) gets exactly the plain backend's faces."""
     tracker = MTCNNTrackDetector(MTCNNTrackOptions(min_face_size=20), CPU, weights)

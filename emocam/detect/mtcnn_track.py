@@ -126,6 +126,8 @@ def plan_search(height: int, width: int, min_face_size: float, factor: float, bu
     """
     levels = [(scale, int(height * scale + 1), int(width * scale + 1))
               for scale in pyramid_scales(height, width, min_face_size, factor)]
+    if not levels:  # min_face_size beyond the frame's short side: nothing to search, as in plain mtcnn
+        return [[]]
     roots = sum(math.sqrt(h * w) for _, h, w in levels)
     pieces = []
     for scale, level_h, level_w in levels:
