@@ -254,6 +254,22 @@ def test_video_realtime_skips_ahead_when_the_reader_is_late(data_dir):
     assert time.monotonic() - started > 0.03  # no burst to catch up: 3 more frames take 2-3 periods
 
 
+def test_video_that_decodes_slower_than_it_plays_does_not_fall_further_behind(data_dir):
+    # stepping over a frame costs as much as decoding it: skipping to catch up used to drop 0, 2, 7, 17, 37, 75...
+    source = VideoSource(VideoOptions(path=data_dir / SINGLE, fps=120.0, loop=True))
+    source.open()
+    advance = source._advance
+
+    def slow_decoder(keep):
+        time.sleep(0.015)  # longer than the 8.3 ms a frame lasts at 120 fps
+        return advance(keep)
+
+    source._advance = slow_decoder
+    frames = [source.read() for _ in range(8)]
+    assert all(f is not None for f in frames)
+    assert source.dropped <= 4  # it plays as fast as it decodes instead
+
+
 def test_video_mjpeg_emulation_decodes_what_was_encoded(data_dir):
     plain = VideoSource(VideoOptions(path=data_dir / SINGLE, pacing="fast", width=1280, height=720))
     plain.open()

@@ -36,6 +36,15 @@ class RealtimeClock:
             return position
         return max(position, int((now - self.start) / self.period))
 
+    def settle(self, position: int) -> None:
+        """After delivering frame `position`: when even the next frame is overdue, skipping did not catch up (on
+        a file that decodes slower than it plays, stepping over a frame costs as much as showing it), so the
+        schedule moves to make the next frame due now: the file plays as fast as it decodes. Otherwise every read
+        would be later than the last and skip more frames."""
+        now = time.monotonic()
+        if self.start is not None and now > self.start + (position + 1) * self.period:
+            self.start = now - (position + 1) * self.period
+
     def wait(self, position: int) -> None:
         """For a stream whose every frame must be shown: when late, move the schedule instead of skipping."""
         if self.wait_or_skip(position) != position:
@@ -226,6 +235,8 @@ class VideoSource(Source):
         image = self._advance(keep=True)
         if image is None:
             return self._end()
+        if self._clock:
+            self._clock.settle(self._position)
         self._position += 1
         frame = Frame(image=image, index=self._index, timestamp=time.monotonic())
         self._index += 1
