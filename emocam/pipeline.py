@@ -100,6 +100,32 @@ def _describe(image) -> str:
     return type(image).__name__
 
 
+REOPEN_GRACE_S = 15.0  # at stop, how long a reopen in flight may still take (a stream's open timeout is 10 s)
+
+
+class _Reopen:
+    """source.open() on its own thread; `done`, then `info` or `error`."""
+
+    def __init__(self, source: Source):
+        self.info: SourceInfo | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(source,), name="emocam-reopen", daemon=True)
+        self._thread.start()
+
+    def _run(self, source: Source) -> None:
+        try:
+            self.info = source.open()
+        except BaseException as exc:  # handed to the capture thread, which decides
+            self.error = exc
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def wait(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
 class Pipeline:
     def __init__(self, source: Source, analyzer: FrameAnalyzer | None, sinks: list[Sink],
                  presets: dict[str, Preset], control: ControlState, session_dir, *,
@@ -266,32 +292,42 @@ class Pipeline:
             self.to_analyze.close()
 
     def _reconnect(self, last_image, index: int):
-        """Publish 'lost' frames at the source's rate while reopening with backoff; returns when it is back."""
+        """Publish 'lost' frames at the source's rate while reopening with backoff; returns when it is back.
+        Each reopen runs on a thread of its own: a stream that accepts the connection but sends nothing takes its
+        whole open timeout (10 s), and the output must not freeze meanwhile."""
         self.source_state = "lost"
         self.source.close()
         backoff = self.reconnect_backoff()
         fps = self.info.fps if self.info and self.info.fps > 0 else 30.0
         retry_at = time.monotonic() + backoff.next_delay()
         next_frame = time.monotonic()
-        while not self._stop.is_set():
-            now = time.monotonic()
-            if now >= retry_at:
-                try:
-                    self.info = self.source.open()
-                    logger.info(f"source back: {self.info.description}")
-                    self.source_state = "running"
-                    return last_image, index
-                except (SourceLost, SourceUnavailable) as exc:
+        attempt: _Reopen | None = None
+        try:
+            while not self._stop.is_set():
+                if attempt is None and time.monotonic() >= retry_at:
+                    attempt = _Reopen(self.source)
+                if attempt is not None and attempt.done:
+                    if attempt.error is None:
+                        self.info = attempt.info
+                        logger.info(f"source back: {self.info.description}")
+                        self.source_state = "running"
+                        return last_image, index
+                    if not isinstance(attempt.error, (SourceLost, SourceUnavailable)):
+                        raise attempt.error  # a bug, not a missing camera: capture stops with it
                     delay = backoff.next_delay()
-                    logger.warning(f"source still unavailable ({exc}); next try in {delay:.1f} s")
+                    logger.warning(f"source still unavailable ({attempt.error}); next try in {delay:.1f} s")
                     retry_at = time.monotonic() + delay
-            text = f"camera lost - reconnecting (try {backoff.attempts})"
-            image = lost_frame(last_image, (self.info.width, self.info.height), text)
-            frame = Frame(image, index, time.monotonic(), lost=True)
-            index += 1
-            self.frames.put(frame)
-            next_frame += 1.0 / fps
-            self._stop.wait(max(0.0, next_frame - time.monotonic()))
+                    attempt = None
+                text = f"camera lost - reconnecting (try {backoff.attempts})"
+                image = lost_frame(last_image, (self.info.width, self.info.height), text)
+                frame = Frame(image, index, time.monotonic(), lost=True)
+                index += 1
+                self.frames.put(frame)
+                next_frame += 1.0 / fps
+                self._stop.wait(max(0.0, next_frame - time.monotonic()))
+        finally:
+            if attempt is not None:  # stopping: let the open finish, so that close() does not race it
+                attempt.wait(REOPEN_GRACE_S)
         return last_image, index
 
     def _analysis_loop(self) -> None:

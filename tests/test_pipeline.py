@@ -183,6 +183,36 @@ def test_camera_lost_keeps_publishing_and_recovers(tmp_path):
     assert indices == sorted(set(indices)), "frame numbers keep increasing across the reconnect"
 
 
+class SlowToReopen(FlakySource):
+    """Back at the first retry, but its open takes a second: a rebooting IP camera that accepts the connection
+    and sends nothing until its open timeout."""
+
+    def open(self):
+        if self.opens >= 1:
+            time.sleep(1.0)
+        self.failures_left = 0
+        return super().open()
+
+
+def test_a_slow_reopen_does_not_freeze_the_output(tmp_path):
+    source = SlowToReopen()
+    collector = Collector()
+    pipeline = Pipeline(source, None, [collector], load_presets(ROOT / "overlays"), ControlState(Control("clean")),
+                        tmp_path)
+    pipeline.reconnect_backoff = lambda: Backoff(first_s=0.1, max_s=0.2)
+    pipeline.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (source.opens >= 2 and pipeline.source_state == "running"):
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        pipeline.close()
+    assert source.opens == 2 and pipeline.source_state == "running"
+    arrived = [f.captured for f in collector.frames]
+    assert max(np.diff(arrived)) < 0.5  # lost frames kept coming at the source's rate through the 1 s open
+
+
 def run_cli(tmp_path, *args, env=(), **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1", EMOCAM_MODELS=str(ROOT / "models"), **dict(env))
     return subprocess.Popen([sys.executable, "-m", "emocam", "--config", str(ROOT / "config.toml"),
