@@ -42,7 +42,10 @@ def read_bgr(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise UnreadableImage(f"{path}: no such file")
     # imdecode over imread: handles non-ASCII paths and never prints libjpeg noise as a "success".
-    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:  # no permission, I/O error: as unreadable as a corrupt file
+        raise UnreadableImage(f"{path}: cannot be read ({exc.strerror or exc})") from None
     image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise UnreadableImage(f"{path}: not a readable image (corrupt or unsupported format)")

@@ -341,6 +341,24 @@ def test_images_glob_loop_and_resize(tmp_path):
     assert source.skipped == 0
 
 
+def test_images_an_unreadable_file_is_skipped_like_a_corrupt_one(tmp_path, monkeypatch):
+    import emocam.imageio
+
+    make_images(tmp_path / "shots")
+    fromfile = np.fromfile
+
+    def no_permission(path, dtype):  # as a file of another account (this runs as root, so chmod cannot show it)
+        if Path(path).name == "img2.png":
+            raise PermissionError(13, "Permission denied", str(path))
+        return fromfile(path, dtype=dtype)
+
+    monkeypatch.setattr(emocam.imageio.np, "fromfile", no_permission)
+    source = ImagesSource(ImagesOptions(path=str(tmp_path / "shots"), pacing="fast"))
+    source.open()
+    assert [int(f.image[30, 40, 0]) for f in read_all(source)] == [10, 100]
+    assert source.skipped == 2
+
+
 def test_images_realtime_skips_when_late(tmp_path):
     folder = tmp_path / "seq"
     folder.mkdir()
