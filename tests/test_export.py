@@ -361,8 +361,7 @@ elif mode == "mid-row":  # a torn manifest line
     def torn(self, row, n=[0]):
         n[0] += 1
         if n[0] == 12:
-            self._jsonl.write(manifest.json.dumps(row)[:40])
-            self._jsonl.flush()
+            os.write(self._jsonl, manifest.json.dumps(row)[:40].encode())
             die()
         write(self, row)
     manifest.ManifestWriter.write = torn
@@ -402,6 +401,50 @@ def assert_one_to_one(session: Path) -> None:
     for hog_file in {r["hog_file"] for r in rows}:
         used = max(r["hog_index"] for r in rows if r["hog_file"] == hog_file) + 1
         assert np.load(session / hog_file).shape == (used, 1764)
+
+
+def test_a_disk_that_fills_half_way_through_a_patch_leaves_no_patch_without_its_row(tmp_path, frame_1080p,
+                                                                                     monkeypatch):
+    import emocam.export.manifest as manifest_module
+
+    write = os.write
+    exporter = Exporter(options(), tmp_path / "exports")
+    exporter.start()
+
+    def csv_hits_a_full_disk(fd, data):
+        if fd == exporter._manifest._csv:  # by then the patch's PNG, HOG row and JSONL line are written
+            write(fd, data[:7])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write(fd, data)
+
+    monkeypatch.setattr(manifest_module.os, "write", csv_hits_a_full_disk)
+    feed(exporter, frame_1080p, [[face("happy")]])
+    wait_for(lambda: exporter.errors or exporter.written)
+    monkeypatch.setattr(manifest_module.os, "write", write)
+    exporter.close()
+    session = exporter.session_dir
+    assert exporter.errors == 1 and exporter.written == 0
+    assert png_names(session) == set() and read_manifest(session) == []  # the patch is gone as a whole
+    assert (session / JSONL).read_bytes() == b"" and len((session / CSV).read_text().splitlines()) == 1
+
+
+def test_repair_deletes_only_the_exporters_own_orphans_not_pictures_added_by_hand(tmp_path, frame_1080p):
+    root = tmp_path / "exports"
+    first = Exporter(options(), root)
+    first.start()
+    feed(first, frame_1080p, [[face("happy")]])
+    first.close()
+    session = first.session_dir
+    (session / ".writing").write_text("")  # as if the daemon had been killed
+    orphan = session / "happy" / f"{session.name}_000099_1.png"  # saved, then killed before its manifest row
+    own = session / "sad" / "my_own_sad_face.png"  # a reviewer's addition
+    for path in (orphan, own):
+        path.write_bytes((session / read_manifest(session)[0]["file"]).read_bytes())
+    restart = Exporter(options(), root)
+    restart.start()  # repairs s0001 before opening s0002
+    restart.close()
+    assert not orphan.exists() and own.exists()
+    assert len(read_manifest(session)) == 1
 
 
 @pytest.mark.parametrize("mode", ["random", "after-png", "mid-png", "mid-row"])

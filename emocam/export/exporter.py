@@ -233,16 +233,25 @@ class Exporter:
         if (session / rel).exists():  # cannot happen within one session; but never overwrite
             self.skipped_existing += 1
             return
-        size = _write_png(session / rel, item.image)
-        aligned_rel = None
-        if opts.aligned and face.landmarks is not None:
-            offset = np.array(item.crop[:2], np.float32)
-            aligned = aligned_copy(item.image, face.landmarks - offset, opts.aligned_size)
-            aligned_rel = f"aligned/{item.label}/{name}"
-            size += _write_png(session / aligned_rel, aligned)
-        hog_rel = f"hog/episode_{item.episode:06d}.npy"
-        hog_index = append_rows(session / hog_rel, hog_features(item.image, opts.hog)[None])
-        self._manifest.write(self._row(item, rel, aligned_rel, hog_rel, hog_index))
+        written = [session / rel]
+        try:
+            size = _write_png(session / rel, item.image)
+            aligned_rel = None
+            if opts.aligned and face.landmarks is not None:
+                offset = np.array(item.crop[:2], np.float32)
+                aligned = aligned_copy(item.image, face.landmarks - offset, opts.aligned_size)
+                aligned_rel = f"aligned/{item.label}/{name}"
+                written.append(session / aligned_rel)
+                size += _write_png(session / aligned_rel, aligned)
+            hog_rel = f"hog/episode_{item.episode:06d}.npy"
+            hog_index = append_rows(session / hog_rel, hog_features(item.image, opts.hog)[None])
+            self._manifest.write(self._row(item, rel, aligned_rel, hog_rel, hog_index))
+        except OSError:
+            # a patch whose manifest row was not written would stay unlisted for good: a clean close leaves no
+            # marker for the repair to find it by
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
         size += feature_length(opts.hog) * 4
         self.quota.add(size)
         self.bytes_written += size

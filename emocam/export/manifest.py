@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 from emocam.types import EMOTIONS
@@ -47,27 +48,47 @@ def _csv_line(values: list) -> str:
 
 
 class ManifestWriter:
-    """Appends rows to both files of one session; only the exporter's writer thread calls it."""
+    """Appends rows to both files of one session; only the exporter's writer thread calls it. A row lands in both
+    files or in neither: unbuffered appends, cut back to where they were when the disk fills up half way."""
 
     def __init__(self, session_dir: Path):
         self.jsonl_path = session_dir / JSONL
         self.csv_path = session_dir / CSV
         new_csv = not self.csv_path.exists() or self.csv_path.stat().st_size == 0
-        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
-        self._csv = open(self.csv_path, "a", encoding="utf-8", newline="")
+        self._jsonl: int | None = _open_append(self.jsonl_path)
+        self._csv: int | None = _open_append(self.csv_path)
         if new_csv:
-            self._csv.write(_csv_line(CSV_COLUMNS))
-            self._csv.flush()
+            self._append([(self._csv, _csv_line(CSV_COLUMNS))])
 
     def write(self, row: dict) -> None:
-        self._jsonl.write(json.dumps(row, separators=(",", ":")) + "\n")
-        self._jsonl.flush()
-        self._csv.write(_csv_line(csv_record(row)))
-        self._csv.flush()
+        self._append([(self._jsonl, json.dumps(row, separators=(",", ":")) + "\n"),
+                      (self._csv, _csv_line(csv_record(row)))])
+
+    @staticmethod
+    def _append(lines: list[tuple[int, str]]) -> None:
+        marks = [os.fstat(fd).st_size for fd, _ in lines]
+        try:
+            for fd, text in lines:
+                data = text.encode("utf-8")
+                while data:  # a full disk may take part of it
+                    data = data[os.write(fd, data):]
+        except OSError:
+            for (fd, _), mark in zip(lines, marks):
+                try:
+                    os.ftruncate(fd, mark)
+                except OSError:
+                    pass  # the repair of an abandoned session cuts a torn last line too
+            raise
 
     def close(self) -> None:
-        self._jsonl.close()
-        self._csv.close()
+        for fd in (self._jsonl, self._csv):
+            if fd is not None:
+                os.close(fd)
+        self._jsonl = self._csv = None
+
+
+def _open_append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
 
 def read_manifest(session_dir: Path) -> list[dict]:
@@ -93,8 +114,8 @@ def _parse(data: bytes, path: Path) -> tuple[list[dict], int]:
 
 def repair_session(session_dir: Path) -> dict:
     """Bring a session a killed exporter left behind back to "every row has its file and every file its row":
-    drop a torn manifest line, delete *.part files and patches no row names, trim HOG rows no row uses, and
-    rewrite manifest.csv from manifest.jsonl. Only for sessions no exporter has open and nobody reviewed yet."""
+    drop a torn manifest line, delete *.part files and the exporter's patches no row names, trim HOG rows no row
+    uses, and rewrite manifest.csv from manifest.jsonl. Only for sessions no exporter has open."""
     from emocam.export.hog import read_shape, truncate_rows
 
     session_dir = Path(session_dir)
@@ -109,11 +130,13 @@ def repair_session(session_dir: Path) -> dict:
             with open(jsonl, "r+b") as f:
                 f.truncate(end)
     named = {Path(r["file"]).name for r in rows} | {Path(r["aligned_file"]).name for r in rows if r["aligned_file"]}
+    # only what the exporter names ("<session>_<frame>_<track>.png"): a picture someone added by hand stays
+    ours = re.compile(rf"{re.escape(session_dir.name)}_\d+_\w+\.png")
     for path in sorted(session_dir.rglob("*")):
         if path.name.endswith(".part"):
             path.unlink()
             done["part_files"] += 1
-        elif path.suffix == ".png" and path.name not in named:
+        elif path.suffix == ".png" and path.name not in named and ours.fullmatch(path.name):
             path.unlink()
             done["orphan_patches"] += 1
     used: dict[str, int] = {}
