@@ -532,3 +532,13 @@ def test_demo_face_is_found_by_mtcnn(models_dir):
         inter = np.prod(np.clip(np.minimum(found[2:], expected[2:]) - np.maximum(found[:2], expected[:2]), 0, None))
         union = np.prod(found[2:] - found[:2]) + np.prod(expected[2:] - expected[:2]) - inter
         assert inter / union > 0.7, (index, found, expected)
+
+
+def test_source_option_takes_any_file_name(tmp_path, data_dir):
+    from emocam.config import load_config
+    from emocam.daemon import source_overrides
+
+    video = tmp_path / "talk 🎥 \"final\" ü.mp4"  # an emoji, a quote, a space and an umlaut
+    video.write_bytes((data_dir / SINGLE).read_bytes())
+    cfg = load_config(None, source_overrides(str(video)))
+    assert cfg.source.name == "video" and cfg.source.options("video").path == video.resolve()
