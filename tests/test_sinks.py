@@ -163,6 +163,10 @@ def test_virtualcam_without_loopback_device_says_how_to_create_it(tmp_path, monk
 
     with pytest.raises(SinkError, match="/dev/video10 does not exist.*sudo modprobe"):
         VirtualCamSink(VirtualCamSink.Options(device="/dev/video10")).open(context(tmp_path))
+    # a device that is there but no loopback (a real camera, say): no advice to create one
+    with pytest.raises(SinkError, match=f"device {tmp_path} cannot be used .*v4l2-ctl --list-devices") as err:
+        VirtualCamSink(VirtualCamSink.Options(device=str(tmp_path))).open(context(tmp_path))
+    assert "modprobe" not in str(err.value)
 
 
 def test_virtualcam_unknown_backend_lists_the_known_ones(tmp_path, test_backend):

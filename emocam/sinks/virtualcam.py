@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 
 import cv2
@@ -70,6 +71,10 @@ class VirtualCamSink(Sink):
         except RuntimeError as e:
             # pyvirtualcam joins one line per backend it tried; all of them failed.
             reason = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+            if opts.device is not None and os.path.exists(opts.device):  # the wrong kind, busy or not ours
+                raise SinkError(f"virtual camera device {opts.device} cannot be used ({reason}). To fix: point "
+                                "[sinks.virtualcam] device at a v4l2loopback device no other program is feeding "
+                                "(`v4l2-ctl --list-devices` lists them), or leave device unset") from None
             setup = LINUX_SETUP if platform.system() == "Linux" else OTHER_SETUP
             raise SinkError(f"no virtual camera device ({reason}). To fix: {setup}") from None
         self._size = (width, height)
