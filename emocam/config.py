@@ -49,8 +49,13 @@ class BackendTables(BaseModel):
             if isinstance(value, BaseModel):
                 continue
             if not isinstance(value, dict):
-                raise ValueError(f"[{registry.kind}.{key}] must be a table of {key}'s options")
-            self.model_extra[key] = cls.Options.model_validate(value)
+                raise ValueError(f"{key} must be a table of the {key} {registry.kind}'s options")
+            try:
+                self.model_extra[key] = cls.Options.model_validate(value)
+            except ValidationError as exc:  # keep the table's name in the key: several backends have a `width`
+                raise ValidationError.from_exception_data(exc.title, [
+                    {"type": e["type"], "loc": (key, *e["loc"]), "input": e["input"],
+                     **({"ctx": e["ctx"]} if "ctx" in e else {})} for e in exc.errors()]) from None
         for name in self._selected():
             registry.get(name)
         return self

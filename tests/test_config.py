@@ -101,3 +101,13 @@ def test_cli_reports_unusable_paths_as_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"emocam: error: {tmp_path / 'no'}" in err and "check the path" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_errors_in_a_backend_table_name_the_table(tmp_path):
+    # several backends have a `width`: the message must say whose
+    with pytest.raises(ConfigError, match=r"source\.camera\.widht: unknown key"):
+        load_config(write(tmp_path, ""), ["source.camera.widht=5"])
+    with pytest.raises(ConfigError, match=r"source\.video\.width: Input should be greater than or equal to 16"):
+        load_config(write(tmp_path, ""), ["source.video.width=5"])
+    with pytest.raises(ConfigError, match="virtualcam must be a table of the virtualcam sink's options"):
+        load_config(write(tmp_path, ""), ["sinks.virtualcam=3"])
