@@ -306,3 +306,32 @@ def test_supervisor_without_obs_retries_quietly_and_stops_at_once(tmp_path, logs
 def test_status_says_when_obs_is_off(tmp_path):
     pipeline, obs = small_pipeline(tmp_path)
     assert obs.supervisor is None and obs.status() == {"enabled": False, "state": "disabled"}
+
+
+def test_the_same_unexpected_connect_failure_is_logged_in_full_once(monkeypatch):
+    from emocam.obs import supervisor as supervisor_module
+
+    backoff = supervisor_module.Backoff
+    monkeypatch.setattr(supervisor_module, "Backoff", lambda first, most: backoff(0.01, 0.01))
+    supervisor = supervisor_module.ObsSupervisor(ObsConfig(), router())
+    attempts = []
+
+    def odd_answer():
+        attempts.append(1)
+        raise ValueError("OBS said something odd")
+
+    supervisor._connect = odd_answer
+    lines: list[tuple[str, str]] = []
+    sink = logger.add(lambda m: lines.append((m.record["level"].name, m.record["message"])), level="DEBUG")
+    try:
+        supervisor.start()
+        deadline = time.monotonic() + 5
+        while len(attempts) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        supervisor.stop()
+    finally:
+        logger.remove(sink)
+    assert len(attempts) >= 5
+    errors = [m for level, m in lines if level == "ERROR"]
+    assert len(errors) == 1 and "Traceback" in errors[0] and "OBS said something odd" in errors[0]
+    assert supervisor.status()["last_error"] == "ValueError: OBS said something odd"

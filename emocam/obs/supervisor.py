@@ -91,9 +91,14 @@ class ObsSupervisor:
                     logger.debug(f"{exc}; next try in {delay:.1f} s")
                 self._stop.wait(delay)
                 continue
-            except Exception as exc:  # OBS answered something unexpected: say so once per attempt, back off
-                self._set(state="unreachable", error=obsclient.describe(exc, self.cfg.secret()))
-                logger.error(f"OBS: connecting failed unexpectedly:\n{obsclient.unexpected(exc, self.cfg.secret())}")
+            except Exception as exc:  # OBS answered something unexpected: in full once, then briefly, back off
+                described = obsclient.describe(exc, self.cfg.secret())
+                self._set(state="unreachable", error=described)
+                if reported != described:
+                    logger.error(f"OBS: connecting failed unexpectedly:\n{obsclient.unexpected(exc, self.cfg.secret())}")
+                    reported = described
+                else:
+                    logger.debug(f"OBS: connecting failed again: {described}")
                 self._stop.wait(backoff.next_delay())
                 continue
             reported = None
