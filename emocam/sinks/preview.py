@@ -60,9 +60,11 @@ class PreviewSink(Sink):
         self._opened.clear()
         self._thread = threading.Thread(target=self._window_loop, name="emocam-preview", daemon=True)
         self._thread.start()
-        self._opened.wait()
+        if not self._opened.wait(PROBE_TIMEOUT_S):
+            self._failure = f"the preview window did not open within {PROBE_TIMEOUT_S} s; {HEADLESS_HINT}"
+            self._frames.close()  # its thread ends by itself if the window ever opens
         if self._failure is not None:
-            self._thread.join()
+            self._thread.join(1.0)
             self._thread = None
             raise SinkError(self._failure)
 
