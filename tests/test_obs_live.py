@@ -368,6 +368,30 @@ def test_a_filter_toggles_its_annotator(obs, live, req):
     wait_until(lambda: "labels" not in live.pipeline.control.get().hidden, 1, "labels shown again")
 
 
+def test_filters_switched_while_emocam_was_away_are_read_at_connect(obs, req, tmp_path):
+    try:
+        req.send("CreateSourceFilter", {"sourceName": "Main", "filterName": "EmoCam labels",
+                                        "filterKind": "color_filter_v2", "filterSettings": {}})
+    except obsws.error.OBSSDKRequestError:
+        pass  # made by an earlier test
+    req.send("SetSourceFilterEnabled", {"sourceName": "Main", "filterName": "EmoCam labels", "filterEnabled": False})
+    cfg = load_config(ROOT / "config.toml", [
+        "source.name=demo", "source.demo.width=320", "source.demo.height=180", "sinks.enabled=[]",
+        f'session.root="{tmp_path}"', *obs_overrides(obs.port), "obs.filters={'EmoCam labels' = 'labels'}"])
+    pipeline = build_pipeline(cfg, analyze=False)
+    integration = ObsIntegration(pipeline, cfg)
+    pipeline.start()
+    integration.start()
+    try:
+        wait_until(lambda: integration.status()["state"] == "connected", 10, "connected to OBS")
+        assert "labels" in pipeline.control.get().hidden  # no event came: the state was read
+    finally:
+        integration.stop()
+        pipeline.close()
+        req.send("SetSourceFilterEnabled", {"sourceName": "Main", "filterName": "EmoCam labels",
+                                            "filterEnabled": True})
+
+
 # ---------------------------------------------------------------- failures
 
 

@@ -129,6 +129,7 @@ class ObsSupervisor:
             self._req = obsclient.open_requests(self.cfg)
             version = self._request("GetVersion")
             scene = self._request("GetCurrentProgramScene").get("currentProgramSceneName")
+            filters = self._mapped_filter_states()
         except BaseException:
             self._disconnect()
             raise
@@ -137,6 +138,26 @@ class ObsSupervisor:
         logger.info(f"OBS: connected to {self.cfg.address} (OBS {version.get('obsVersion')}, obs-websocket "
                     f"{version.get('obsWebSocketVersion')}); program scene {scene!r}")
         self._apply_scene(scene)
+        for source, filter_name, enabled in filters:
+            self._apply_filter(source, filter_name, enabled)
+
+    def _mapped_filter_states(self) -> list[tuple[str, str, bool]]:
+        """(source, filter, enabled) of every filter [obs.filters] maps, on every scene and input: they may have
+        been switched while EmoCam was not connected, and no event will say so."""
+        if not self.cfg.filters:
+            return []
+        sources = [s["sceneName"] for s in self._request("GetSceneList").get("scenes", [])]
+        sources += [i["inputName"] for i in self._request("GetInputList").get("inputs", [])]
+        found = []
+        for source in sources:
+            try:
+                filters = self._request("GetSourceFilterList", {"sourceName": source}).get("filters", [])
+            except OBSSDKRequestError:  # removed since the list was read
+                continue
+            for f in filters:
+                if f.get("filterName") in self.cfg.filters:
+                    found.append((source, f["filterName"], bool(f.get("filterEnabled"))))
+        return found
 
     def _disconnect(self) -> None:
         obsclient.close_quietly(self._evt)
