@@ -165,7 +165,7 @@ def test_camera_negotiates_reads_loses_and_reopens(fake_v4l, monkeypatch):
     cap = FakeCapture.instances[-1]
     assert cap.path == str(fake_v4l / "video2") and cap.api == cv2.CAP_V4L2
     assert cap.sets[0] == (cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
-    assert (cv2.CAP_PROP_BUFFERSIZE, 1) in cap.sets
+    assert (cv2.CAP_PROP_BUFFERSIZE, 2) in cap.sets
     assert (info.width, info.height, info.fps) == (1920, 1080, 30.0)
     assert info.description.endswith("'Logitech BRIO' MJPG 1920x1080 @ 30.0")
     # open() spent one of the 3 frames checking that the camera streams.

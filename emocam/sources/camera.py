@@ -85,8 +85,10 @@ class CameraSource(Source):
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, opts.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, opts.height)
         cap.set(cv2.CAP_PROP_FPS, opts.fps)
-        # One driver buffer: read() returns the newest frame rather than one that waited in a queue.
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        # Two driver buffers: OpenCV hands a buffer back only at the next grab, so with one the driver has nowhere to
+        # put the frame that arrives while the last one is decoded and drops it (a 30 fps camera delivers ~15).
+        # The capture thread reads without pause, so a frame waits at most one period in the second buffer.
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 2)
         # One frame proves the camera streams in this format and tells its real size; read() delivers fresh ones.
         ok, image = cap.read()
         if not ok or image is None:
