@@ -11,7 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from emocam.detect.yolov7_tiny import YOLOv7TinyDetector, YOLOv7TinyOptions, letterbox, load_weights
+from emocam.detect import yolov7_tiny as yolov7_tiny_module
+from emocam.detect.yolov7_tiny import (YOLOv7TinyDetector, YOLOv7TinyOptions, letterbox, load_official_checkpoint,
+                                       load_weights)
 from emocam.errors import WeightsError
 from emocam.evaluate.detection import ImageDetections, evaluate_detections
 from emocam.nets.yolov7_tiny import STRIDES, YOLOv7Tiny, build_from_state_dict, export_onnx
@@ -131,6 +133,30 @@ def test_official_checkpoint_read_without_running_code(model, tmp_path):
     loaded = build_from_state_dict(state).eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded.predict(x), ref, rtol=2e-2, atol=2e-2)  # half precision on the way
+
+
+def test_a_checkpoint_cannot_change_the_functions_it_names(tmp_path):
+    """BUILD on a named global would set attributes on it (a function's __name__, torch's dump_patches, which
+    makes torch's legacy loader write files next to it): a zip checkpoint that tries is refused, unchanged."""
+    import pickle
+    import zipfile
+
+    torch.save({"a": torch.zeros(1)}, tmp_path / "good.pt")
+    # GLOBAL torch._utils._rebuild_tensor_v2, then BUILD with the state {"dump_patches": True}
+    evil = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n}X\x0c\x00\x00\x00dump_patches\x88s"
+            + pickle.BUILD + pickle.STOP)
+    with zipfile.ZipFile(tmp_path / "good.pt") as src, zipfile.ZipFile(tmp_path / "evil.pt", "w") as dst:
+        for item in src.infolist():
+            dst.writestr(item, evil if item.filename.endswith("data.pkl") else src.read(item))
+    with pytest.raises(WeightsError, match="evil.pt"):
+        load_weights(tmp_path / "evil.pt")
+    assert not hasattr(torch._utils._rebuild_tensor_v2, "dump_patches")
+    assert not hasattr(yolov7_tiny_module._rebuild_tensor, "dump_patches")
+    # torch's legacy (pre-zip) format is refused before anything in it is read
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(WeightsError, match="not a zip checkpoint"):
+        load_official_checkpoint(legacy)
 
 
 def test_unreadable_weights_are_a_weights_error(tmp_path):

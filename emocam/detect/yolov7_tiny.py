@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 import types
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -168,13 +169,32 @@ def _rebuild_parameter(data, requires_grad=False, hooks=None, *args):
     return data
 
 
+class _Sealed:
+    """A callable a checkpoint may name but not change: pickle's BUILD would otherwise set attributes on a plain
+    function (its __name__, torch's dump_patches...), for the rest of the process."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn):
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args, **kwargs):
+        return self._fn(*args, **kwargs)
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError("a checkpoint tried to change a function it names")
+
+    def __setstate__(self, state):
+        raise pickle.UnpicklingError("a checkpoint tried to change a function it names")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     # Only these globals are real; torch.load itself resolves the *Storage types before asking here.
     SAFE = {
         ("collections", "OrderedDict"): OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-        ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+        ("torch._utils", "_rebuild_tensor_v2"): _Sealed(_rebuild_tensor),
+        ("torch._utils", "_rebuild_parameter"): _Sealed(_rebuild_parameter),
+        ("torch._utils", "_rebuild_parameter_with_state"): _Sealed(_rebuild_parameter),
         ("torch", "Size"): torch.Size,
     }
 
@@ -196,6 +216,11 @@ _RESTRICTED.__name__ = "emocam_restricted_pickle"
 def load_official_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Parameters and buffers of the model in a YOLOv7 checkpoint ({'model': Model, 'ema': ...}), by their
     module paths, read without running any code the file refers to."""
+    if not zipfile.is_zipfile(path):
+        # torch's legacy (pre-1.6) format has records of its own that act on what the pickle names (it writes
+        # source diffs next to a "module"); YOLOv7's checkpoints are all zip files
+        raise WeightsError(f"{path}: not a zip checkpoint (torch >= 1.6); re-save it with torch.save in a recent "
+                           "torch, or use a weights file of this project")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_RESTRICTED)
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
