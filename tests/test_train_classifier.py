@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import time
 
 import cv2
@@ -130,6 +131,28 @@ def test_faces_are_cached_and_reread(fer_folder, tmp_path, monkeypatch):
     monkeypatch.setattr(emotion_data, "decode", lambda *a: pytest.fail("decoded again despite the cache"))
     again = load_faces(samples, 48, tmp_path)
     np.testing.assert_array_equal(first.images, again.images)
+
+
+def test_an_image_replaced_under_the_same_name_is_decoded_again(tmp_path):
+    folder = tmp_path / "faces" / "happy"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.png"), np.zeros((48, 48), np.uint8))
+    assert load_faces(find_samples(tmp_path / "faces"), 48, tmp_path / "cache").images.mean() == 0
+    cv2.imwrite(str(folder / "a.png"), np.full((48, 48), 255, np.uint8))
+    os.utime(folder / "a.png", ns=(1, 10**18))  # a clearly different modification time, whatever the clock
+    assert load_faces(find_samples(tmp_path / "faces"), 48, tmp_path / "cache").images.mean() == 255
+
+
+def test_csv_files_with_a_byte_order_mark_and_bad_affectnet_rows(tmp_path, data_dir):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\ufefffile,label\nx.png,happy\n", encoding="utf-8")  # as Excel saves it
+    assert [s.label for s in labels_csv_samples(labels)] == [EMOTIONS.index("happy")]
+    header = "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+    for row in ("1/b.jpg,0,0,10", "1/b.jpg,0,0,inf,10,,1,0,0"):  # short; infinite
+        bad = tmp_path / "bad.csv"
+        bad.write_text(f"{header}\n{row}\n")
+        with pytest.raises(EmoCamError, match="bad.csv:2: expression and face box must be numbers"):
+            affectnet_samples(bad)
 
 
 def test_unknown_data_is_a_user_error(tmp_path):

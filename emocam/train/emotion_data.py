@@ -81,7 +81,7 @@ def affectnet_samples(csv_path: Path, image_root: Path | None = None) -> list[Sa
         try:
             code = int(row["expression"])
             box = tuple(int(round(float(row[k]))) for k in ("face_x", "face_y", "face_width", "face_height"))
-        except ValueError:
+        except (ValueError, TypeError, OverflowError):  # not a number, a short row (None), inf
             raise EmoCamError(f"{csv_path}:{line}: expression and face box must be numbers") from None
         if code in AFFECTNET_CODES:
             samples.append(Sample(root / row["subDirectory_filePath"], AFFECTNET_CODES[code], box))  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ def affectnet_samples(csv_path: Path, image_root: Path | None = None) -> list[Sa
 def labels_csv_samples(csv_path: Path, filter_prefix: str | None = None) -> list[Sample]:
     """A `file,label` CSV (eval/emotion/labels.csv) or `path,label` (emocam dataset export --to csv)."""
     csv_path = Path(csv_path)
-    with open(csv_path, newline="", encoding="utf-8") as f:
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
         header = next(csv.reader(f), [])
     column = "file" if "file" in header else "path"
     samples = []
@@ -117,7 +117,7 @@ def find_samples(data: Path) -> list[Sample]:
     """The samples of --data, whatever of the supported layouts it is."""
     data = Path(data)
     if data.is_file() and data.suffix.lower() == ".csv":
-        with open(data, newline="", encoding="utf-8") as f:
+        with open(data, newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
         samples = affectnet_samples(data) if "subDirectory_filePath" in header else labels_csv_samples(data)
     elif data.is_dir() and ((data / "manifest.jsonl").is_file()
@@ -167,7 +167,8 @@ def load_faces(samples: list[Sample], size: int, cache_dir: Path | None = None, 
     labels = np.array([s.label for s in samples], np.int64)
     cache = None
     if cache_dir is not None:
-        key = hashlib.sha256(json.dumps([size] + [[str(s.path), s.label, s.box] for s in samples]).encode())
+        # each file's size and modification time too: an image replaced under the same name is decoded again
+        key = hashlib.sha256(json.dumps([size] + [[*_identity(s.path), s.label, s.box] for s in samples]).encode())
         cache = Path(cache_dir) / f"faces-{size}-{len(samples)}-{key.hexdigest()[:16]}.npy"
         if cache.is_file():
             images = np.load(cache)
@@ -181,6 +182,14 @@ def load_faces(samples: list[Sample], size: int, cache_dir: Path | None = None, 
     return FaceArrays(images, labels)
 
 
+def _identity(path: Path) -> tuple[str, int, int]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path.resolve()), -1, -1  # decode() says what is wrong with it
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def save_npy(path: Path, array: np.ndarray) -> None:
     """np.save through a temporary file and a rename: a killed run leaves no half-written cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +201,7 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 def _csv_rows(path: Path, columns: tuple[str, ...]):
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = [c for c in columns if c not in (reader.fieldnames or [])]
             if missing:
