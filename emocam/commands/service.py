@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from emocam.config import Config
 from emocam.errors import EmoCamError
+from emocam.obs.config import PASSWORD_ENV
 
 UNIT_NAME = "emocam.service"
 
@@ -26,20 +28,31 @@ def register(sub, parents) -> None:
     p.set_defaults(func=run)
 
 
-def unit_text(cfg: Config) -> str:
+ENV_FILE = "%h/.config/emocam/env"  # optional; systemd expands %h to the home folder
+SECRET_KEYS = ("obs.password",)  # never written into the unit: it is world-readable and shows in `systemctl cat`
+
+
+def unit_text(cfg: Config, overrides: list[str] = ()) -> str:
+    """The unit: `emocam run` with this config file and these --set overrides (the OBS password excepted: it goes
+    in the environment file, as EMOCAM_OBS_PASSWORD)."""
     cmd = [sys.executable, "-m", "emocam"]
     if cfg.config_file:
         cmd += ["--config", str(cfg.config_file)]
+    for override in overrides:
+        if override.partition("=")[0].strip() not in SECRET_KEYS:
+            cmd += ["--set", override]
     cmd += ["run"]
-    workdir = cfg.base_dir
+    environment = "".join(f"Environment={_systemd(shlex.quote(f'{key}={os.environ[key]}'))}\n"
+                          for key in ("EMOCAM_MODELS", "EMOCAM_DATA") if key in os.environ)
     return f"""[Unit]
 Description=EmoCam: annotated virtual webcam
 After=graphical-session.target
 
 [Service]
 Type=simple
-WorkingDirectory={workdir}
-ExecStart={shlex.join(cmd)}
+WorkingDirectory={_systemd(str(cfg.base_dir))}
+{environment}EnvironmentFile=-{ENV_FILE}
+ExecStart={_systemd_command(shlex.join(cmd))}
 ExecReload=/bin/kill -HUP $MAINPID
 KillSignal=SIGTERM
 TimeoutStopSec=20
@@ -51,19 +64,32 @@ WantedBy=default.target
 """
 
 
+def _systemd(text: str) -> str:
+    # systemd reads % as the start of a specifier (%h, %u...), in paths too
+    return text.replace("%", "%%")
+
+
+def _systemd_command(text: str) -> str:
+    # ...and in a command line $ as the start of a variable
+    return _systemd(text).replace("$", "$$")
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     path = args.unit_dir / UNIT_NAME
     if args.action == "show":
-        print(unit_text(cfg), end="")
+        print(unit_text(cfg, args.overrides), end="")
         return 0
     systemctl = shutil.which("systemctl") if not args.no_start else None
     if args.action == "install":
         try:
             args.unit_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(unit_text(cfg))
+            path.write_text(unit_text(cfg, args.overrides))
         except OSError as exc:
             raise EmoCamError(f"could not write {path}: {exc.strerror}") from None
         print(f"wrote {path}")
+        if any(o.partition("=")[0].strip() in SECRET_KEYS for o in args.overrides) or cfg.obs.enabled:
+            print(f"the OBS password is not in the unit: put {PASSWORD_ENV}=... in {ENV_FILE.replace('%h', '~')} "
+                  "(chmod 600)")
         if systemctl:
             _systemctl(systemctl, "daemon-reload")
             _systemctl(systemctl, "enable", "--now", UNIT_NAME)
