@@ -67,13 +67,21 @@ def write_png(path: Path | str, image: np.ndarray) -> None:
         raise EmoCamError(f"could not write {path}: {exc.strerror}; free some disk space or pick another --out") from None
 
 
+# The pictures scikit-image ships in its wheel: anything else in skimage.data downloads (download_all fetches the
+# whole set) or is not an image.
+SKIMAGE_SAMPLES = ("astronaut", "brick", "camera", "cat", "checkerboard", "chelsea", "clock", "coffee", "coins",
+                   "colorwheel", "grass", "gravel", "horse", "logo", "moon", "page", "rocket", "text")
+
+
 def _builtin(name: str) -> np.ndarray:
     import skimage.data
 
-    loader = getattr(skimage.data, name, None)
-    if loader is None or not callable(loader):
-        raise UnreadableImage(f"skimage:{name}: scikit-image ships no sample image called {name!r}")
-    image = np.asarray(loader())
+    if name not in SKIMAGE_SAMPLES:
+        raise UnreadableImage(f"skimage:{name}: not one of the sample images ({', '.join(SKIMAGE_SAMPLES)})")
+    try:
+        image = np.asarray(getattr(skimage.data, name)())
+    except Exception as exc:  # noqa: BLE001 - another scikit-image version may lack or fetch it
+        raise UnreadableImage(f"skimage:{name}: scikit-image could not load it ({type(exc).__name__}: {exc})") from None
     if image.ndim == 2:
         return cv2.cvtColor(image.astype(np.uint8), cv2.COLOR_GRAY2BGR)
     return cv2.cvtColor(image[:, :, :3].astype(np.uint8), cv2.COLOR_RGB2BGR)

@@ -542,3 +542,12 @@ def test_source_option_takes_any_file_name(tmp_path, data_dir):
     video.write_bytes((data_dir / SINGLE).read_bytes())
     cfg = load_config(None, source_overrides(str(video)))
     assert cfg.source.name == "video" and cfg.source.options("video").path == video.resolve()
+
+
+def test_skimage_names_only_its_shipped_sample_pictures():
+    from emocam.imageio import UnreadableImage, read_bgr
+
+    assert read_bgr("skimage:astronaut").shape == (512, 512, 3)
+    for name in ("download_all", "lbp_frontal_face_cascade_filename", "nope"):  # a download, a path, nothing
+        with pytest.raises(UnreadableImage, match=f"skimage:{name}: not one of the sample images .*astronaut"):
+            read_bgr(f"skimage:{name}")
