@@ -175,6 +175,17 @@ def weights_file(model, tmp_path_factory) -> Path:
     return path
 
 
+def test_weights_of_another_network_are_one_clear_error(tmp_path, models_dir):
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"conv.weight": torch.zeros(1)}}, other)
+    partial = tmp_path / "partial.pt"
+    state = YOLOv7Tiny(nc=1).state_dict()
+    torch.save({"state_dict": {k: v for k, v in state.items() if not k.startswith("model.3.")}}, partial)
+    for path in (other, partial):
+        with pytest.raises(WeightsError, match=f"{path.name}: not YOLOv7-tiny face weights .*emocam train detector"):
+            YOLOv7TinyDetector(YOLOv7TinyOptions(weights=str(path)), torch.device("cpu"), WeightStore(models_dir))
+
+
 def test_detector_boxes_in_image_pixels(weights_file, tmp_path):
     opts = YOLOv7TinyOptions(weights=str(weights_file), conf_threshold=0.0, img_size=160, max_detections=50)
     det = YOLOv7TinyDetector(opts, CPU, WeightStore(tmp_path))

@@ -88,6 +88,9 @@ def test_yolo_label_with_visibility(tmp_path):
     label.write_text("0 0.5 0.5 0.2 0.2 " + " ".join("0.4 0.5 2" for _ in range(5)) + "\n")
     boxes, marks = parse_yolo_labels(label)
     assert marks.shape == (1, 5, 2) and marks[0, 4].tolist() == pytest.approx([0.4, 0.5])
+    label.write_text("0 0.5 0.5 0.2 0.2 0 0 0 " + " ".join("0.4 0.5 1" for _ in range(4)) + "\n")
+    _, marks = parse_yolo_labels(label)  # visibility 0: not labelled, not a point in the corner
+    assert np.isnan(marks[0, 0]).all() and marks[0, 1].tolist() == pytest.approx([0.4, 0.5])
     label.write_text("0 0.5 0.5\n")
     with pytest.raises(EmoCamError, match="3 values"):
         parse_yolo_labels(label)

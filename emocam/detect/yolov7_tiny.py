@@ -63,7 +63,12 @@ class YOLOv7TinyDetector(Detector):
     def __init__(self, options: YOLOv7TinyOptions, device: torch.device, weights: WeightStore):
         super().__init__(options, device, weights)
         self.weights_path, self._sha256 = self._resolve(options.weights)
-        self.model = build_from_state_dict(load_weights(self.weights_path)).fuse().to(device).eval()
+        try:
+            model = build_from_state_dict(load_weights(self.weights_path))
+        except (ValueError, RuntimeError, KeyError, RecursionError) as exc:  # another network's weights
+            raise WeightsError(f"{self.weights_path}: not YOLOv7-tiny face weights ({str(exc).splitlines()[0][:200]}); "
+                               "train some with `emocam train detector`") from None
+        self.model = model.fuse().to(device).eval()
 
     def _resolve(self, ref: str) -> tuple[Path, str]:
         if names_a_file(ref):

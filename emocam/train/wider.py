@@ -101,7 +101,8 @@ def parse_yolo_labels(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             step = 2 if len(v) == 15 else 3
             for k in range(5):
                 x, y = v[5 + k * step], v[6 + k * step]
-                if x >= 0 and y >= 0:
+                visible = step == 2 or v[7 + k * step] > 0  # yolov7-face writes an unlabelled point as 0 0 0
+                if x >= 0 and y >= 0 and visible:
                     points[k] = (x, y)
         marks.append(points)
     if not boxes:
