@@ -99,3 +99,13 @@ def save_figure(fig, path: Path | str) -> Path:
         tmp.unlink(missing_ok=True)
         raise EmoCamError(f"could not write {path}: {exc.strerror}; free some disk space or pick another path") from None
     return path
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """name.png, or name_2.png, name_3.png... when an earlier output of this run took it (a/x.jpg, b/x.png)."""
+    base, n = name, 2
+    while name in used:
+        name = base.replace(".png", f"_{n}.png")
+        n += 1
+    used.add(name)
+    return name

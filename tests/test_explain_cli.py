@@ -100,3 +100,14 @@ def test_daemon_logs_maps_and_draws_the_analysis_preset(tmp_path, models_dir, mo
     cfg_off = load_config(ROOT / "config.toml", ["source.name=demo", "explain.enabled=false", "sinks.enabled=[]",
                                                  f'session.root="{tmp_path}"'])
     assert build_pipeline(cfg_off).explainer is None
+
+
+def test_analyze_never_writes_two_images_of_the_same_name_over_each_other(capsys, tmp_path, models, astronaut_bgr):
+    for folder, suffix in (("a", ".jpg"), ("b", ".png")):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / f"x{suffix}"), astronaut_bgr)
+    out = run_json(capsys, ["analyze", str(tmp_path / "a" / "x.jpg"), str(tmp_path / "b" / "x.png"),
+                            "--out", str(tmp_path / "out")])
+    written = [Path(record["annotated"]).name for record in out["images"]]
+    assert written == ["x_annotated.png", "x_annotated_2.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(written)

@@ -8,7 +8,7 @@ from pathlib import Path
 from loguru import logger
 
 from emocam.config import Config
-from emocam.imageio import read_each, write_png
+from emocam.imageio import read_each, unique_name, write_png
 
 DEFAULT_ANNOTATORS = ("boxes", "labels", "bars")
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     analyzer = FrameAnalyzer(build_detector(cfg, args.detector), build_classifier(cfg, args.classifier),
                              cfg.detector.max_side)
     annotators = [ANNOTATORS.get(name)() for name in DEFAULT_ANNOTATORS] if args.out else []
-    results, failed = [], []
+    results, failed, used = [], [], set()
     for path, image in read_each(args.images, failed, "analyze"):
         analyzer.detector.reset()  # unrelated images: nothing carries over from the last one
         analysis = analyzer.analyze(image)
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             scene = image.copy()
             for annotator in annotators:
                 annotator.annotate(scene, analysis)
-            out = args.out / f"{Path(str(path).replace(':', '_')).stem}_annotated.png"
+            out = args.out / unique_name(f"{Path(str(path).replace(':', '_')).stem}_annotated.png", used)
             write_png(out, scene)
             record["annotated"] = str(out)
         results.append(record)

@@ -60,7 +60,7 @@ def _figures(args, cfg: Config, classifier) -> int:
     from emocam.cli import print_json
     from emocam.explain.explainer import Explainer
     from emocam.explain.figure import explain_figure
-    from emocam.imageio import read_each
+    from emocam.imageio import read_each, unique_name
     from emocam.types import Face
 
     if not args.images:
@@ -84,7 +84,7 @@ def _figures(args, cfg: Config, classifier) -> int:
                 logger.warning(f"{path}: no face found (use --crops if the image is a face crop)")
         records = []
         for i, face in enumerate(faces, 1):
-            figure = args.out / _unique(f"{_stem(path)}_face{i}.png", used)
+            figure = args.out / unique_name(f"{_stem(path)}_face{i}.png", used)
             title = f"{path} face {i}: {face.label} {float(face.probs.max()):.2f}  ({mode}, {classifier.name})"
             explain_figure(face, figure, title)
             records.append({**face.to_json(), "window": list(face.explanation.window), "figure": str(figure)})
@@ -102,15 +102,6 @@ def _stem(path: str) -> str:
 
     path = str(path)
     return re.sub(r"[^\w.-]+", "_", Path(path.removeprefix(BUILTIN_PREFIX)).stem) or "image"
-
-
-def _unique(name: str, used: set[str]) -> str:
-    base, n = name, 2
-    while name in used:
-        name = base.replace(".png", f"_{n}.png")
-        n += 1
-    used.add(name)
-    return name
 
 
 def _faithfulness(args, classifier) -> dict:
