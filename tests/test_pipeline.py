@@ -155,9 +155,8 @@ class FlakySource(DemoSource):
         return super().read()
 
 
-def test_camera_lost_keeps_publishing_and_recovers(tmp_path):
-    vcam_backend.reset()
-    source = FlakySource()
+def run_through_a_loss(source: FlakySource, tmp_path, until) -> tuple[Pipeline, list]:
+    """The source without analysis, reconnecting with a short backoff, until until(pipeline) or 10 s."""
     collector = Collector()
     pipeline = Pipeline(source, None, [collector], load_presets(ROOT / "overlays"), ControlState(Control("clean")),
                         tmp_path)
@@ -165,13 +164,18 @@ def test_camera_lost_keeps_publishing_and_recovers(tmp_path):
     pipeline.start()
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if source.opens >= 4 and len(collector.frames) > 40:
-                break
+        while time.monotonic() < deadline and not until(pipeline, collector.frames):
             time.sleep(0.05)
+        time.sleep(0.3)
     finally:
         pipeline.close()
-    frames = collector.frames
+    return pipeline, collector.frames
+
+
+def test_camera_lost_keeps_publishing_and_recovers(tmp_path):
+    vcam_backend.reset()
+    source = FlakySource()
+    pipeline, frames = run_through_a_loss(source, tmp_path, lambda p, frames: source.opens >= 4 and len(frames) > 40)
     flags = [bool(f.image.mean() < 60) for f in frames]  # 'lost' frames are the last picture darkened
     first_lost = flags.index(True)
     assert 13 <= first_lost <= 16
@@ -196,20 +200,10 @@ class SlowToReopen(FlakySource):
 
 def test_a_slow_reopen_does_not_freeze_the_output(tmp_path):
     source = SlowToReopen()
-    collector = Collector()
-    pipeline = Pipeline(source, None, [collector], load_presets(ROOT / "overlays"), ControlState(Control("clean")),
-                        tmp_path)
-    pipeline.reconnect_backoff = lambda: Backoff(first_s=0.1, max_s=0.2)
-    pipeline.start()
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (source.opens >= 2 and pipeline.source_state == "running"):
-            time.sleep(0.05)
-        time.sleep(0.3)
-    finally:
-        pipeline.close()
+    pipeline, frames = run_through_a_loss(source, tmp_path,
+                                          lambda p, frames: source.opens >= 2 and p.source_state == "running")
     assert source.opens == 2 and pipeline.source_state == "running"
-    arrived = [f.captured for f in collector.frames]
+    arrived = [f.captured for f in frames]
     assert max(np.diff(arrived)) < 0.5  # lost frames kept coming at the source's rate through the 1 s open
 
 
