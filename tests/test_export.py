@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from loguru import logger
 
 from emocam.config import Config
@@ -519,3 +520,25 @@ def test_writer_keeps_up_with_30_patches_per_second(tmp_path, frame_1080p):
     assert exporter.written == n and exporter.dropped == 0
     assert rate >= 30
     assert enqueue_s / n < 0.005  # the analysis thread only copies the patch and queues it
+
+
+def test_training_on_exported_patches_sees_faces_framed_as_the_live_classifier_does(tmp_path, frame_1080p,
+                                                                                   models_dir):
+    from emocam.classify.repvgg import RepVGGClassifier, RepVGGOptions
+    from emocam.train.emotion_data import find_samples, load_faces
+    from emocam.weights import WeightStore
+
+    boxes = [ASTRONAUT_BOX, (-40, 200, 230, 560)]  # a face cut by the frame's left edge too
+    exporter = Exporter(options(), tmp_path / "exports")
+    exporter.start()
+    for i, box in enumerate(boxes):
+        feed(exporter, frame_1080p, [[face("happy", track=i + 1, box=box)]], first=10 * i)
+    exporter.close()
+    trained_on = load_faces(find_samples(tmp_path / "exports"), 48).images
+    live = RepVGGClassifier(RepVGGOptions(), torch.device("cpu"), WeightStore(models_dir))
+    for image, box in zip(trained_on, boxes):
+        seen_live = live.crop(frame_1080p, face("happy", box=box)).astype(np.int16)
+        # the same window; only the resampling differs, and the padding where it reaches outside the frame (the
+        # live crop fills with the mean of the frame's last rows, which a patch does not have): compared inside
+        inside = slice(16, None) if box[0] < 0 else slice(None)
+        assert np.abs(image.astype(np.int16) - seen_live)[:, inside].mean() < 6

@@ -107,10 +107,24 @@ def labels_csv_samples(csv_path: Path, filter_prefix: str | None = None) -> list
 
 
 def export_samples(folder: Path) -> list[Sample]:
-    """Reviewed patches of EmoCam export sessions: the label is the emotion folder a patch is in now."""
+    """Reviewed patches of EmoCam export sessions: the label is the emotion folder a patch is in now. A patch is
+    the face box plus a margin, not square; the face is cut from it with the square window the classifiers crop
+    live (fer's: the box squared, 10 px around), so that training sees faces framed as inference does."""
     from emocam.export.dataset import find_sessions
 
-    return [Sample(item.path, EMOTIONS.index(item.label)) for s in find_sessions(folder) for item in s.items]
+    return [Sample(item.path, EMOTIONS.index(item.label), _live_window(item.row))
+            for s in find_sessions(folder) for item in s.items]
+
+
+def _live_window(row: dict | None) -> tuple[int, int, int, int] | None:
+    """fer's window around the row's face box, as x, y, width, height in its patch; None for a picture the
+    exporter did not write (used whole)."""
+    from emocam.classify.mini_xception import fer_crop_window
+
+    if row is None or not row.get("box") or not row.get("crop"):
+        return None
+    x1, y1, x2, y2 = fer_crop_window(np.asarray(row["box"], np.float32))
+    return x1 - int(row["crop"][0]), y1 - int(row["crop"][1]), x2 - x1, y2 - y1
 
 
 def find_samples(data: Path) -> list[Sample]:
