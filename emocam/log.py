@@ -11,6 +11,9 @@ from emocam.config import LoggingConfig
 
 
 def setup_logging(cfg: LoggingConfig, verbose: int = 0, quiet: bool = False) -> None:
+    import emocam.progress
+
+    emocam.progress.QUIET = quiet
     logger.remove()
     level = "WARNING" if quiet else ("DEBUG" if verbose else cfg.level)
     # diagnose=False: loguru would print variable values in tracebacks, and those can hold secrets.
