@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        setup_logging(cfg.logging, args.verbose, args.quiet)
+        # only the daemon writes the log file: `emocam status` and the like running beside it would rotate it too
+        log_file = cfg.resolve(cfg.logging.file) if cfg.logging.file and command_in(argv) == "run" else None
+        setup_logging(cfg.logging, args.verbose, args.quiet, log_file)
         return int(args.func(args, cfg) or 0)
     except EmoCamError as exc:
         print(f"emocam: error: {exc}", file=sys.stderr)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from loguru import logger
 
 from emocam.config import LoggingConfig
 
 
-def setup_logging(cfg: LoggingConfig, verbose: int = 0, quiet: bool = False) -> None:
+def setup_logging(cfg: LoggingConfig, verbose: int = 0, quiet: bool = False, file: Path | None = None) -> None:
+    """stderr at the configured level; `file` (the daemon's, resolved against the config file) at DEBUG."""
     import emocam.progress
 
     emocam.progress.QUIET = quiet
@@ -19,8 +21,8 @@ def setup_logging(cfg: LoggingConfig, verbose: int = 0, quiet: bool = False) -> 
     # diagnose=False: loguru would print variable values in tracebacks, and those can hold secrets.
     logger.add(sys.stderr, level=level, format="<level>{level: <7}</level> {message}", colorize=None,
                diagnose=False)
-    if cfg.file:
-        cfg.file.parent.mkdir(parents=True, exist_ok=True)
-        logger.add(cfg.file, level="DEBUG", rotation="20 MB", retention=5, enqueue=True, diagnose=False)
+    if file:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        logger.add(file, level="DEBUG", rotation="20 MB", retention=5, enqueue=True, diagnose=False)
     # Third-party loggers stay quiet; obsws-python logs its password at INFO.
     logging.getLogger("obsws_python").setLevel(logging.CRITICAL)

@@ -97,7 +97,7 @@ def test_cli_reports_unusable_paths_as_one_line(tmp_path, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     log_file = tmp_path / "no" / "such" / "folder" / "emocam.log"
     (tmp_path / "no").write_text("a file where a folder should be")
-    assert main(["--config", str(write(tmp_path, "")), "--set", f'logging.file="{log_file}"', "models", "list"]) == 2
+    assert main(["--config", str(write(tmp_path, "")), "--set", f'logging.file="{log_file}"', "run"]) == 2
     err = capsys.readouterr().err
     assert f"emocam: error: {tmp_path / 'no'}" in err and "check the path" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
@@ -111,3 +111,17 @@ def test_errors_in_a_backend_table_name_the_table(tmp_path):
         load_config(write(tmp_path, ""), ["source.video.width=5"])
     with pytest.raises(ConfigError, match="virtualcam must be a table of the virtualcam sink's options"):
         load_config(write(tmp_path, ""), ["sinks.virtualcam=3"])
+
+
+def test_only_the_daemon_logs_into_the_file_next_to_its_config(tmp_path, models_dir, monkeypatch):
+    monkeypatch.setenv("EMOCAM_MODELS", str(models_dir))
+    (tmp_path / "cfg").mkdir()
+    config = tmp_path / "cfg" / "config.toml"
+    config.write_text(f'[logging]\nfile = "logs/emocam.log"\n[output]\npresets_dir = "{ROOT / "overlays"}"\n')
+    monkeypatch.chdir(tmp_path)  # elsewhere than the config
+    assert main(["--config", str(config), "models", "list"]) == 0
+    assert not (tmp_path / "cfg" / "logs").exists() and not (tmp_path / "logs").exists()
+    assert main(["--config", str(config), "--set", f'session.root="{tmp_path / "sessions"}"', "--set",
+                 f'daemon.status_file="{tmp_path / "status.json"}"', "run", "--source", "demo", "--no-vcam",
+                 "--seconds", "0.5"]) == 0
+    assert "stopped:" in (tmp_path / "cfg" / "logs" / "emocam.log").read_text()
