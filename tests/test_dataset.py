@@ -50,6 +50,7 @@ def test_summarize_counts_reviewed_folders_and_hog_histograms(reviewed, tmp_path
     # s0001: happy 0,2,3 (1 moved) + surprise 1 + sad 4,6 + neutral 0-6; s0002: happy 0,1 + neutral 0,1
     assert per_class == {"happy": (5, 2), "surprise": (1, 1), "sad": (2, 1), "neutral": (9, 2)}
     assert summary["patches"] == 17 and summary["relabelled"] == 1 and summary["removed"] == 1
+    assert summary["episodes"] == 5  # s0001: happy (one patch now in surprise), sad, neutral; s0002: two
     assert summary["sessions"] == ["s0001", "s0002"]
     # The per-class HOG histogram is the mean of the patches' own histograms, from the stored vectors.
     s1 = reviewed / "s0001"
@@ -88,6 +89,14 @@ def test_export_csv(reviewed, tmp_path, capsys):
     moved = next(r for r in rows if r["path"].endswith("s0001_000001_1.png"))
     assert moved["label"] == "surprise" and moved["model_label"] == "happy" and moved["episode"] == "1"
     assert all(Path(r["path"]).is_file() for r in rows)
+
+
+def test_a_damaged_manifest_line_is_one_clear_error(reviewed, capsys):
+    with open(reviewed / "s0002" / "manifest.jsonl", "a") as f:
+        f.write("{not json\n")
+    assert main(["dataset", "summarize", str(reviewed)]) == 2
+    err = capsys.readouterr().err
+    assert "manifest.jsonl: line 5 is not JSON (edited by hand?)" in err and "Traceback" not in err
 
 
 def test_summarize_without_a_session_is_a_clear_error(tmp_path, capsys):

@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+from emocam.errors import EmoCamError
 from emocam.types import EMOTIONS
 
 JSONL = "manifest.jsonl"
@@ -108,7 +109,7 @@ def _parse(data: bytes, path: Path) -> tuple[list[dict], int]:
         try:
             rows.append(json.loads(line))
         except ValueError:
-            raise ValueError(f"{path}: line {number} is not JSON") from None
+            raise EmoCamError(f"{path}: line {number} is not JSON (edited by hand?); fix or delete that line") from None
     return rows, end
 
 
