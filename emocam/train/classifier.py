@@ -440,7 +440,8 @@ def register(sub, parents) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = Recipe()
     p.add_argument("--data", type=Path, required=True, metavar="PATH", help="training faces (see above)")
-    p.add_argument("--arch", default=d.arch, choices=sorted(VARIANTS), help=f"network variant (default {d.arch})")
+    gray = sorted(name for name, c in VARIANTS.items() if c.in_channels == 1)  # the faces are decoded gray
+    p.add_argument("--arch", default=d.arch, choices=gray, help=f"network variant (default {d.arch})")
     p.add_argument("--out", type=Path, default=Path("out/train-classifier"), metavar="DIR",
                    help="checkpoints, metrics and deploy weights (default out/train-classifier)")
     p.add_argument("--epochs", type=int, metavar="N",
