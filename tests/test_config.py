@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from emocam.cli import main
 from emocam.config import Config, load_config
@@ -124,4 +125,5 @@ def test_only_the_daemon_logs_into_the_file_next_to_its_config(tmp_path, models_
     assert main(["--config", str(config), "--set", f'session.root="{tmp_path / "sessions"}"', "--set",
                  f'daemon.status_file="{tmp_path / "status.json"}"', "run", "--source", "demo", "--no-vcam",
                  "--seconds", "0.5"]) == 0
+    logger.complete()  # the file sink writes from a queue
     assert "stopped:" in (tmp_path / "cfg" / "logs" / "emocam.log").read_text()
