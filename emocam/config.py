@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -208,6 +209,12 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"--set {dotted}: {part!r} is not a table")
     node[leaf] = value
+
+
+def toml_string(text: str) -> str:
+    """`text` as a TOML string, for building KEY=VALUE overrides from paths and names."""
+    # ensure_ascii=False: JSON writes an emoji as a surrogate pair of \u escapes, which TOML refuses
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

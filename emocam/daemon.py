@@ -12,7 +12,7 @@ from typing import Callable
 
 from loguru import logger
 
-from emocam.config import Config, load_config
+from emocam.config import Config, load_config, toml_string
 from emocam.control import Control, ControlState
 from emocam.errors import ConfigError, EmoCamError
 from emocam.export.exporter import attach_exporter
@@ -35,24 +35,19 @@ def status_file(cfg: Config) -> Path:
     return cfg.resolve(cfg.daemon.status_file) if cfg.daemon.status_file else default_status_file()
 
 
-def _toml_string(text: str) -> str:
-    # ensure_ascii=False: JSON writes an emoji as a surrogate pair of \u escapes, which TOML refuses
-    return json.dumps(text, ensure_ascii=False)
-
-
 def source_overrides(spec: str) -> list[str]:
     """`--source` as a name (demo, camera), a camera (0, /dev/video2), a video file, an image folder or a URL."""
     if spec in SOURCES.names():
         return [f"source.name={spec}"]
     if spec.isdigit() or spec.startswith("/dev/"):
-        return ["source.name=camera", f"source.camera.device={_toml_string(spec)}"]
+        return ["source.name=camera", f"source.camera.device={toml_string(spec)}"]
     if "://" in spec:
-        return ["source.name=url", f"source.url.url={_toml_string(spec)}"]
+        return ["source.name=url", f"source.url.url={toml_string(spec)}"]
     path = Path(spec)
     if path.is_dir():
-        return ["source.name=images", f"source.images.path={_toml_string(str(path.resolve()))}"]
+        return ["source.name=images", f"source.images.path={toml_string(str(path.resolve()))}"]
     if path.is_file():
-        return ["source.name=video", f"source.video.path={_toml_string(str(path.resolve()))}"]
+        return ["source.name=video", f"source.video.path={toml_string(str(path.resolve()))}"]
     raise ConfigError(f"--source {spec!r}: not a source name ({', '.join(SOURCES.names())}), camera, file, "
                       "folder or URL")
 

@@ -470,6 +470,7 @@ class Pipeline:
 
     def status(self) -> dict:
         control = self.control.get()
+        complaints = dict(self._complaints)  # a copy in one step: other threads add complaints
         return {
             "source": {"name": self.source.name, "state": self.source_state,
                        "description": self.info.description if self.info else None,
@@ -483,9 +484,8 @@ class Pipeline:
             "analyses": self.inference.count,
             "frames_skipped_by_analysis": self.to_analyze.dropped,
             "frames_corrupt": self.frames_corrupt,
-            # dict(): a copy in one step, as other threads add complaints
-            "render_errors": {k: v for k, v in dict(self._complaints).items() if k.startswith("annotator")},
-            "hook_errors": {k: v for k, v in dict(self._complaints).items() if k.startswith("analysis hook")},
+            "render_errors": {k: v for k, v in complaints.items() if k.startswith("annotator")},
+            "hook_errors": {k: v for k, v in complaints.items() if k.startswith("analysis hook")},
             "fps_in": round(self.fps_in.rate(), 2),
             "fps_out": round(self.fps_out.rate(), 2),
             "inference_hz": round(self.inference.rate(), 2),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
 import resource
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emocam.config import Config
+from emocam.config import Config, toml_string
 
 NULL_BACKEND = "emocam-null"
 
@@ -181,11 +180,11 @@ def _source_overrides(args: argparse.Namespace, still: bool, pacing: str = "real
     file on every frame (as a camera delivers every frame anew) and letterboxes it, keeping faces undistorted."""
     if still:
         # Escaped: the images source reads its path as a glob.
-        path = json.dumps(glob.escape(str(args.source.resolve())))
+        path = toml_string(glob.escape(str(args.source.resolve())))
         return ["source.name=images", f"source.images.path={path}", f'source.images.pacing="{pacing}"',
                 "source.images.loop=true", f"source.images.fps={args.fps}",
                 f"source.images.width={args.width}", f"source.images.height={args.height}"]
-    return ["source.name=video", f"source.video.path={json.dumps(str(args.source.resolve()))}",
+    return ["source.name=video", f"source.video.path={toml_string(str(args.source.resolve()))}",
             f'source.video.pacing="{pacing}"', "source.video.loop=true", f"source.video.fps={args.fps}",
             f"source.video.width={args.width}", f"source.video.height={args.height}",
             f"source.video.mjpeg_emulation={'true' if args.mjpeg else 'false'}"]
