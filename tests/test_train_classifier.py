@@ -445,3 +445,98 @@ def test_online_teachers_are_repvgg_networks_of_the_students_input(models_dir):
         teacher_networks(("mini-xception",), cfg, 48)
     with pytest.raises(EmoCamError, match="student's 64x64 gray input"):
         teacher_networks(("repvgg-fer",), cfg, 64)
+
+
+# ---- soups -------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fine_tunes(faces, tmp_path_factory):
+    """Two short fine-tunes of one base run on real faces that differ only in their seed, as soup ingredients."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("soup")
+    few = FaceArrays(faces.images[::2], faces.labels[::2])
+    Trainer(tiny_recipe(epochs=1), few, root / "base", torch.device("cpu")).fit()
+    for seed in (1, 2):
+        trainer = Trainer(tiny_recipe(epochs=1, seed=seed, lr=0.02), few, root / f"ft{seed}", torch.device("cpu"))
+        load_init(trainer.model, root / "base" / "last.pt")
+        trainer.fit()
+    return root
+
+
+def test_a_soup_averages_the_weights_and_measures_batch_norm_again(fine_tunes, faces):
+    from emocam.train.soup import make_soup
+
+    paths = [fine_tunes / "ft1" / "last.pt", fine_tunes / "ft2" / "best.pt"]
+    states = [torch.load(p, weights_only=True)["model"] for p in paths]
+    soup, report = make_soup(paths, faces.images, FaceArrays(faces.images[1::2], faces.labels[1::2]))
+    got = soup.state_dict()
+    for key in ("blocks.0.dense.conv.weight", "classifier.weight"):
+        assert not torch.equal(states[0][key], states[1][key])
+        torch.testing.assert_close(got[key], (states[0][key] + states[1][key]) / 2)
+    bn = next(k for k in got if k.endswith("running_mean"))
+    assert not torch.allclose(got[bn], (states[0][bn] + states[1][bn]) / 2, atol=1e-4)
+    assert report["soup"] == [str(p) for p in paths] and len(report["ingredients"]) == 2
+    assert all(0 <= row["val_acc"] <= 1 for row in report["ingredients"]) and 0 <= report["val_acc"] <= 1
+
+
+def test_recalibrated_batch_norm_normalises_the_calibration_faces(fine_tunes, faces):
+    """The first batch norm, measured on faces and their mirror images, maps them to mean beta, deviation gamma."""
+    from emocam.train.soup import load_ingredient, recalibrate
+
+    model = build_repvgg_plus("repvggplus-fer-xs")
+    model.load_state_dict(load_ingredient(fine_tunes / "ft1" / "last.pt")[1])
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.fill_(3.0)
+    bn.running_var.fill_(9.0)
+    recalibrate(model, faces.images, batch=len(faces.images))
+    seen = []
+    handle = bn.register_forward_hook(lambda m, i, o: seen.append(o))
+    x = normalise_u8(torch.from_numpy(faces.images).unsqueeze(1))
+    with torch.no_grad():
+        model(torch.cat([x, x.flip(3)]))
+    handle.remove()
+    out = seen[0].transpose(0, 1).flatten(1)
+    torch.testing.assert_close(out.mean(1), bn.bias.detach(), atol=0.05, rtol=0)
+    torch.testing.assert_close(out.std(1), bn.weight.detach().abs(), atol=0, rtol=0.05)
+    assert bn.momentum == 0.1 and not model.training
+
+
+def test_soup_cli_writes_a_deploy_file_the_classifier_runs(fine_tunes, fer_folder, data_dir, tmp_path, capsys):
+    out = tmp_path / "soup"
+    args = ["train", "soup", str(fine_tunes / "ft1" / "last.pt"), str(fine_tunes / "ft2" / "last.pt"),
+            str(fine_tunes / "base" / "best.pt"), "--data", str(fer_folder), "--out", str(out), "--greedy",
+            "--calibration-faces", "100", "--val-labels", str(data_dir / "eval" / "emotion" / "labels.csv"),
+            "--val-filter-prefix", "fer2013_PublicTest_", "--threads", "1"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "soup.json").read_text())
+    assert report["calibration_faces"] == 100 and 1 <= len(report["soup"]) <= 3
+    best_single = max(row["val_acc"] for row in report["ingredients"])
+    assert report["soup"][0] == next(row["checkpoint"] for row in report["ingredients"]
+                                     if row["val_acc"] == best_single)
+    assert report["val_acc"] >= best_single  # greedy keeps an ingredient only when the soup does not lose
+    # deploy.pt is soup.pt reparameterised, and --init takes soup.pt for further fine-tuning
+    val = load_faces(labels_csv_samples(data_dir / "eval" / "emotion" / "labels.csv", "fer2013_PublicTest_"), 48)
+    trained = build_repvgg_plus("repvggplus-fer-xs")
+    load_init(trained, out / "soup.pt")
+    deployed = load_deployed("repvggplus-fer-xs", torch.load(out / "deploy.pt", weights_only=True))
+    trainer = Trainer(tiny_recipe(), FaceArrays(val.images[:8], val.labels[:8]), "unused", torch.device("cpu"))
+    assert float((trainer.predict(val.images, deployed) == val.labels).mean()) == pytest.approx(report["val_acc"],
+                                                                                                 abs=1e-4)
+    assert np.array_equal(trainer.predict(val.images, deployed), trainer.predict(val.images, trained))
+    assert main(args) == 2 and "another --out" in capsys.readouterr().err  # never overwrites a soup
+
+
+def test_soups_refuse_mixed_variants_deploy_files_and_blind_greedy(fine_tunes, faces, tmp_path):
+    from emocam.train.soup import make_soup
+
+    other = tmp_path / "s.pt"
+    torch.save({"arch": "repvggplus-fer-xw", "model": build_repvgg_plus("repvggplus-fer-xw").state_dict()}, other)
+    with pytest.raises(EmoCamError, match="different variants"):
+        make_soup([fine_tunes / "ft1" / "last.pt", other], faces.images)
+    with pytest.raises(EmoCamError, match="deploy"):
+        make_soup([fine_tunes / "ft1" / "deploy.pt"], faces.images)
+    with pytest.raises(EmoCamError, match="--val-labels"):
+        make_soup([fine_tunes / "ft1" / "last.pt"], faces.images, greedy=True)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(EmoCamError, match="not readable"):
+        make_soup([tmp_path / "junk.pt"], faces.images)

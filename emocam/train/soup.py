@@ -1,0 +1,174 @@
+"""`emocam train soup`: average the weights of classifier fine-tunes that started from one checkpoint.
+
+Runs fine-tuned from the same weights usually stay in one basin of the loss, where the average of their weights
+is a better model than any of them (Wortsman et al. 2022, "Model soups"): an ensemble's gain at one network's cost.
+The averaged convolutions no longer produce the activations any ingredient's batch-norm statistics were measured
+on, so those are measured again on training faces (as in stochastic weight averaging) before reparameterising.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from loguru import logger
+
+from emocam.errors import EmoCamError
+from emocam.evaluate.classification import classification_metrics
+from emocam.nets.repvgg_plus import VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict, normalise_u8
+from emocam.progress import progress
+from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces
+
+HELP = """\
+Each CKPT is a training-form checkpoint of `emocam train classifier` (best.pt or last.pt) of one variant; the
+soup means most when all of them were fine-tuned (--init) from the same weights. OUT gets soup.pt (training form,
+for --init), deploy.pt (what the classifier runs) and soup.json (the ingredients and, with --val-labels, every
+score). --greedy (needs --val-labels) adds the ingredients best first and keeps each only if the validation
+accuracy does not drop; that choice is made on the validation faces, so its score there is optimistic."""
+
+
+def load_ingredient(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
+    """(variant, training-form state dict) of a best.pt or last.pt."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise EmoCamError(f"{path}: not readable as a checkpoint ({exc.__class__.__name__})") from None
+    if not isinstance(state, dict):
+        state = {}
+    arch = state.get("arch") or state.get("recipe", {}).get("arch")  # best.pt names it; last.pt in its recipe
+    model = state.get("model")
+    if not arch or not isinstance(model, dict):
+        raise EmoCamError(f"{path}: not a best.pt or last.pt of `emocam train classifier`")
+    if any(k.endswith("fused.weight") for k in model):
+        raise EmoCamError(f"{path}: deploy (reparameterised) weights cannot be averaged; use best.pt or last.pt")
+    return arch, model
+
+
+def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of each floating-point tensor; counters (BN's num_batches_tracked) from the first state."""
+    return {k: (torch.stack([s[k].float() for s in states]).mean(0) if v.is_floating_point() else v.clone())
+            for k, v in states[0].items()}
+
+
+@torch.no_grad()
+def recalibrate(model: RepVGGPlus, images: np.ndarray, batch: int = 256) -> None:
+    """Batch-norm statistics measured afresh on these (N, S, S) uint8 faces and their mirror images: the equal-
+    weight mean over batches (momentum None), so the result does not depend on the order of the faces."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for i in progress(range(0, len(images), batch), -(-len(images) // batch), "batch-norm statistics"):
+        x = normalise_u8(torch.from_numpy(images[i:i + batch]).unsqueeze(1))
+        model(x)
+        model(x.flip(3))
+    for m in norms:
+        m.momentum = 0.1  # the training default again, should the soup be fine-tuned further
+    model.eval()
+
+
+@torch.no_grad()
+def scores(model: RepVGGPlus, val: FaceArrays, batch: int = 512) -> dict:
+    model.eval()
+    pred = torch.cat([model(normalise_u8(torch.from_numpy(val.images[i:i + batch]).unsqueeze(1))).argmax(1)
+                      for i in range(0, len(val), batch)]).numpy()
+    m = classification_metrics(val.labels, pred)
+    return {"val_acc": round(m.accuracy or 0.0, 4), "val_macro_f1": round(m.macro_f1 or 0.0, 4)}
+
+
+def cook(arch: str, states: list[dict[str, torch.Tensor]], calibration: np.ndarray) -> RepVGGPlus:
+    model = build_repvgg_plus(arch)
+    model.load_state_dict(average(states))
+    recalibrate(model, calibration)
+    return model
+
+
+def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None = None,
+              greedy: bool = False) -> tuple[RepVGGPlus, dict]:
+    """The soup of these checkpoints (all of them, or the greedy choice on val) and a report of how it was made."""
+    loaded = [load_ingredient(p) for p in paths]
+    archs = sorted({arch for arch, _ in loaded})
+    if len(archs) != 1:
+        raise EmoCamError(f"the checkpoints are of different variants ({', '.join(archs)}): one soup, one variant")
+    arch = archs[0]
+    if arch not in VARIANTS:
+        raise EmoCamError(f"{paths[0]}: unknown variant {arch}")
+    states = [state for _, state in loaded]
+    report: dict = {"arch": arch, "calibration_faces": len(calibration), "ingredients": []}
+    for path, state in zip(paths, states):
+        row = {"checkpoint": str(path)}
+        if val is not None:
+            single = build_repvgg_plus(arch)
+            single.load_state_dict(state)
+            row.update(scores(single, val))
+        report["ingredients"].append(row)
+    chosen = list(range(len(paths)))
+    if greedy:
+        if val is None:
+            raise EmoCamError("--greedy chooses the ingredients on validation faces: give --val-labels")
+        ranked = sorted(chosen, key=lambda i: -report["ingredients"][i]["val_acc"])
+        chosen, best = ranked[:1], report["ingredients"][ranked[0]]["val_acc"]
+        for i in ranked[1:]:
+            acc = scores(cook(arch, [states[j] for j in chosen + [i]], calibration), val)["val_acc"]
+            logger.info(f"soup + {paths[i]}: {acc} ({'kept' if acc >= best else 'left out'})")
+            if acc >= best:
+                chosen, best = chosen + [i], acc
+    model = cook(arch, [states[i] for i in chosen], calibration)
+    report["soup"] = [str(paths[i]) for i in chosen]
+    if val is not None:
+        report.update(scores(model, val))
+    return model, report
+
+
+def _save(path: Path, payload) -> None:
+    tmp = path.with_name(path.name + ".part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def register(sub, parents) -> None:
+    p = sub.add_parser("soup", parents=parents, help="average fine-tuned classifier checkpoints into one model",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", type=Path, metavar="CKPT")
+    p.add_argument("--data", type=Path, required=True, metavar="PATH",
+                   help="training faces whose batch-norm statistics the soup takes (as for train classifier)")
+    p.add_argument("--calibration-faces", type=int, default=8192, metavar="N",
+                   help="how many of them, drawn with a fixed seed (default 8192; 0: all)")
+    p.add_argument("--out", type=Path, default=Path("out/soup"), metavar="DIR", help="default out/soup")
+    p.add_argument("--val-labels", type=Path, metavar="CSV", help="file,label CSV to score the soup on")
+    p.add_argument("--val-filter-prefix", metavar="P", help="only validation rows whose file name starts with P")
+    p.add_argument("--greedy", action="store_true", help="keep only the ingredients that help on --val-labels")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, cfg=None) -> int:
+    from emocam.cli import print_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if (args.out / "soup.pt").exists():
+        raise EmoCamError(f"{args.out / 'soup.pt'} exists: pick another --out")
+    arch = load_ingredient(args.checkpoints[0])[0]
+    size = VARIANTS[arch].input_size if arch in VARIANTS else 48
+    cache = args.out / "cache"
+    train = load_faces(find_samples(args.data), size, cache, "decode training faces")
+    n = len(train) if args.calibration_faces <= 0 else min(args.calibration_faces, len(train))
+    calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:n])]
+    val = None
+    if args.val_labels:
+        val = load_faces(labels_csv_samples(args.val_labels, args.val_filter_prefix), size, cache,
+                         "decode validation faces")
+    model, report = make_soup(args.checkpoints, calibration, val, args.greedy)
+    args.out.mkdir(parents=True, exist_ok=True)
+    _save(args.out / "soup.pt", {"arch": report["arch"], "epoch": 0, "model": model.state_dict()})
+    _save(args.out / "deploy.pt", deploy_state_dict(model.reparameterize()))
+    (args.out / "soup.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print_json(report)
+    return 0
