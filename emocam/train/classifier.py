@@ -70,7 +70,32 @@ class Recipe:
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.0
     distill_online: bool = False
+    # After each epoch the batch-norm statistics that inference uses are measured again on this many training
+    # faces without augmentation (a fixed draw): training's running averages describe augmented batches (erased
+    # patches, jittered contrast), which the faces a classifier is given are not. Measured on FER2013 PublicTest:
+    # +0.7 points for fer-xs, +1.1 for fer-xw (models/repvgg_fer.md). 0 keeps training's running averages.
+    bn_calibration_faces: int = 8192
     history: list[dict] = field(default_factory=list)
+
+
+# ---- batch norm ---------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 256) -> None:
+    """Measure the batch-norm running statistics afresh on (N, S, S) uint8 faces (on the model's device): the
+    equal-weight mean over batches (momentum None), so the result does not depend on what was there before."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.train()
+    for i in range(0, len(images), batch):
+        x = normalise_unit(images[i:i + batch].unsqueeze(1).float().div_(255.0))
+        model(x.contiguous(memory_format=torch.channels_last))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
 
 
 # ---- augmentation ------------------------------------------------------------------------------------------------
@@ -174,6 +199,9 @@ class Trainer:
         self.soft_targets = None if soft_targets is None else torch.from_numpy(soft_targets).float().to(device)
         self.teachers = [t.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
                          for t in teachers or []]
+        n = min(recipe.bn_calibration_faces, len(train))
+        pick = np.sort(np.random.default_rng(recipe.seed).permutation(len(train))[:n])
+        self.calibration = self.images[torch.from_numpy(pick).to(device)]
 
     # -- state ---------------------------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -301,6 +329,8 @@ class Trainer:
             first_lr = r.lr * lr_factor(self.scheduler.last_epoch, self.steps_per_epoch, r)
             row = {"epoch": self.epoch + 1, "lr": round(first_lr, 6)}
             row.update(self.train_epoch())
+            if len(self.calibration):
+                recalibrate_bn(self.model, self.calibration)
             row.update(self.validate())
             self.epoch += 1
             r.history.append(row)
@@ -470,6 +500,9 @@ def register(sub, parents) -> None:
     p.add_argument("--distill-online", action="store_true",
                    help="the teachers see every augmented batch the student sees (consistent targets; a teacher "
                         "forward pass per step; RepVGG-Plus teachers of the student's input size)")
+    p.add_argument("--bn-calibration-faces", type=int, default=d.bn_calibration_faces, metavar="N",
+                   help="after each epoch, batch-norm statistics for inference measured again on N unaugmented "
+                        f"training faces (default {d.bn_calibration_faces}; 0: keep training's running averages)")
     p.add_argument("--class-weight-power", type=float, default=d.class_weight_power,
                    help="loss weight ~ class count^-POWER: 0 none, 1 fully balanced (default 0.5)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -504,7 +537,8 @@ def run(args: argparse.Namespace, cfg=None) -> int:
                         label_smoothing=args.label_smoothing, class_weight_power=args.class_weight_power,
                         weight_decay=args.weight_decay, erase_prob=args.erase_prob, seed=args.seed,
                         teachers=tuple(args.teacher), distill_weight=args.distill_weight if args.teacher else 0.0,
-                        distill_online=bool(args.teacher) and args.distill_online)
+                        distill_online=bool(args.teacher) and args.distill_online,
+                        bn_calibration_faces=max(0, args.bn_calibration_faces))
     size = VARIANTS[recipe.arch].input_size
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")

@@ -3,7 +3,8 @@
 Runs fine-tuned from the same weights usually stay in one basin of the loss, where the average of their weights
 is a better model than any of them (Wortsman et al. 2022, "Model soups"): an ensemble's gain at one network's cost.
 The averaged convolutions no longer produce the activations any ingredient's batch-norm statistics were measured
-on, so those are measured again on training faces (as in stochastic weight averaging) before reparameterising.
+on, so those are measured again on unaugmented training faces (as in stochastic weight averaging) before
+reparameterising; a soup of one checkpoint is that measurement alone.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from loguru import logger
 from emocam.errors import EmoCamError
 from emocam.evaluate.classification import classification_metrics
 from emocam.nets.repvgg_plus import VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict, normalise_u8
-from emocam.progress import progress
+from emocam.train.classifier import recalibrate_bn
 from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces
 
 HELP = """\
@@ -56,24 +57,6 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def recalibrate(model: RepVGGPlus, images: np.ndarray, batch: int = 256) -> None:
-    """Batch-norm statistics measured afresh on these (N, S, S) uint8 faces and their mirror images: the equal-
-    weight mean over batches (momentum None), so the result does not depend on the order of the faces."""
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    model.train()
-    for i in progress(range(0, len(images), batch), -(-len(images) // batch), "batch-norm statistics"):
-        x = normalise_u8(torch.from_numpy(images[i:i + batch]).unsqueeze(1))
-        model(x)
-        model(x.flip(3))
-    for m in norms:
-        m.momentum = 0.1  # the training default again, should the soup be fine-tuned further
-    model.eval()
-
-
-@torch.no_grad()
 def scores(model: RepVGGPlus, val: FaceArrays, batch: int = 512) -> dict:
     model.eval()
     pred = torch.cat([model(normalise_u8(torch.from_numpy(val.images[i:i + batch]).unsqueeze(1))).argmax(1)
@@ -83,10 +66,10 @@ def scores(model: RepVGGPlus, val: FaceArrays, batch: int = 512) -> dict:
 
 
 def cook(arch: str, states: list[dict[str, torch.Tensor]], calibration: np.ndarray) -> RepVGGPlus:
-    model = build_repvgg_plus(arch)
+    model = build_repvgg_plus(arch).to(memory_format=torch.channels_last)
     model.load_state_dict(average(states))
-    recalibrate(model, calibration)
-    return model
+    recalibrate_bn(model, torch.from_numpy(calibration))
+    return model.eval()
 
 
 def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None = None,
@@ -138,7 +121,7 @@ def register(sub, parents) -> None:
     p.add_argument("checkpoints", nargs="+", type=Path, metavar="CKPT")
     p.add_argument("--data", type=Path, required=True, metavar="PATH",
                    help="training faces whose batch-norm statistics the soup takes (as for train classifier)")
-    p.add_argument("--calibration-faces", type=int, default=8192, metavar="N",
+    p.add_argument("--bn-calibration-faces", type=int, default=8192, metavar="N",
                    help="how many of them, drawn with a fixed seed (default 8192; 0: all)")
     p.add_argument("--out", type=Path, default=Path("out/soup"), metavar="DIR", help="default out/soup")
     p.add_argument("--val-labels", type=Path, metavar="CSV", help="file,label CSV to score the soup on")
@@ -159,7 +142,7 @@ def run(args: argparse.Namespace, cfg=None) -> int:
     size = VARIANTS[arch].input_size if arch in VARIANTS else 48
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")
-    n = len(train) if args.calibration_faces <= 0 else min(args.calibration_faces, len(train))
+    n = len(train) if args.bn_calibration_faces <= 0 else min(args.bn_calibration_faces, len(train))
     calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:n])]
     val = None
     if args.val_labels:
