@@ -555,8 +555,11 @@ def test_soups_refuse_mixed_variants_deploy_files_and_blind_greedy(fine_tunes, f
     torch.save({"arch": "repvggplus-fer-xw", "model": build_repvgg_plus("repvggplus-fer-xw").state_dict()}, other)
     with pytest.raises(EmoCamError, match="different variants"):
         make_soup([fine_tunes / "ft1" / "last.pt", other], faces.images)
-    with pytest.raises(EmoCamError, match="deploy"):
+    with pytest.raises(EmoCamError, match="reparameterised weights cannot be averaged"):
         make_soup([fine_tunes / "ft1" / "deploy.pt"], faces.images)
+    with pytest.raises(EmoCamError, match="not a best.pt or last.pt"):
+        torch.save({"blocks.0.dense.conv.weight": torch.zeros(1)}, tmp_path / "bare.pt")
+        make_soup([tmp_path / "bare.pt"], faces.images)
     with pytest.raises(EmoCamError, match="--val-labels"):
         make_soup([fine_tunes / "ft1" / "last.pt"], faces.images, greedy=True)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")

@@ -41,12 +41,12 @@ def load_ingredient(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
         raise EmoCamError(f"{path}: not readable as a checkpoint ({exc.__class__.__name__})") from None
     if not isinstance(state, dict):
         state = {}
+    model = state.get("model", state)
+    if any(str(k).endswith("fused.weight") for k in model):
+        raise EmoCamError(f"{path}: reparameterised weights cannot be averaged; use best.pt or last.pt")
     arch = state.get("arch") or state.get("recipe", {}).get("arch")  # best.pt names it; last.pt in its recipe
-    model = state.get("model")
-    if not arch or not isinstance(model, dict):
+    if not arch or model is state:
         raise EmoCamError(f"{path}: not a best.pt or last.pt of `emocam train classifier`")
-    if any(k.endswith("fused.weight") for k in model):
-        raise EmoCamError(f"{path}: deploy (reparameterised) weights cannot be averaged; use best.pt or last.pt")
     return arch, model
 
 
