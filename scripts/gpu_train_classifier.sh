@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The repvgg-fer classifier's GPU recipe in one call (models/repvgg_fer.md, "On a GPU"): two bigger
-# RepVGG-Plus teachers trained side by side on FER2013, then STUDENTS (default 4) copies of the shipped fer-xs
-# fine-tuned side by side from its committed training state while distilling them online (the teachers see every
-# augmented batch: --distill-online), each with its own seed, and the students' last weights averaged into one model
-# (`emocam train soup`; on this CPU a soup of such fine-tunes beat each of them by ~0.5-1 point).
+# RepVGG-Plus teachers trained side by side on FER2013, then STUDENTS (default 4) copies of the shipped model
+# fine-tuned side by side from its committed training state (INIT) while distilling them online (the teachers see
+# every augmented batch: --distill-online), each with its own seed, and the students' last weights averaged into one
+# model (`emocam train soup`; the shipped model is such an average of two checkpoints of one run).
 # Every run is sized by time (--time-budget), so the whole call fits a fixed lease:
 #   TEACHER_S (default 300) and STUDENT_S (default 120) seconds of training, plus ~1 minute of set-up.
 # Batches are large because a step's cost on an H200 is host overhead (~30 ms for fer-m, whatever the batch up to
@@ -29,7 +29,7 @@ STUDENT_LR=${STUDENT_LR:-0.04}
 DISTILL_WEIGHT=${DISTILL_WEIGHT:-0.7}
 STUDENTS=${STUDENTS:-4}
 THREADS=${THREADS:-4}
-INIT=${INIT:-models/training/repvgg-fer-xs-ft/last.pt}
+INIT=${INIT:-models/training/repvgg-fer-xw-soup/soup.pt}
 if [ -e "$WORK/teacher-0" ]; then echo "WORK=$WORK holds an earlier run: remove it or set WORK" >&2; exit 1; fi
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd) PACK=$(cd "$PACK" && pwd)  # the end of the script runs in WORK
@@ -67,8 +67,10 @@ for t in teacher-0 teacher-1; do
 done
 say "teachers: $(grep -ho '"val_acc": [0-9.]*' "$WORK"/teacher-*.json | tr '\n' ' ')"
 
-say "students: $STUDENTS x repvggplus-fer-xs from $INIT, distilled online, ${STUDENT_S} s"
-student=(--arch repvggplus-fer-xs --init "$INIT" --batch-size "$STUDENT_BATCH" --lr "$STUDENT_LR" --weight-decay 1e-4
+STUDENT_ARCH=$($PY -c "import torch, sys; s = torch.load(sys.argv[1], weights_only=True)
+print(s.get('arch') or s['recipe']['arch'])" "$INIT")  # best.pt and soup.pt name it, last.pt in its recipe
+say "students: $STUDENTS x $STUDENT_ARCH from $INIT, distilled online, ${STUDENT_S} s"
+student=(--arch "$STUDENT_ARCH" --init "$INIT" --batch-size "$STUDENT_BATCH" --lr "$STUDENT_LR" --weight-decay 1e-4
          --erase-prob 0.25 --label-smoothing 0.05
          --teacher "$WORK/teacher-0/deploy.pt" --teacher "$WORK/teacher-1/deploy.pt"
          --set "runtime.device=$DEVICE" --distill-weight "$DISTILL_WEIGHT" --distill-online --time-budget "$STUDENT_S")
