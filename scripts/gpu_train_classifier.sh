@@ -30,6 +30,7 @@ DISTILL_WEIGHT=${DISTILL_WEIGHT:-0.7}
 STUDENTS=${STUDENTS:-4}
 THREADS=${THREADS:-4}
 INIT=${INIT:-models/training/repvgg-fer-xw-soup/soup.pt}
+if ! [[ "$STUDENTS" =~ ^[1-9][0-9]*$ ]]; then echo "STUDENTS=$STUDENTS: a whole number >= 1" >&2; exit 1; fi
 if [ -e "$WORK/teacher-0" ]; then echo "WORK=$WORK holds an earlier run: remove it or set WORK" >&2; exit 1; fi
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd) PACK=$(cd "$PACK" && pwd)  # the end of the script runs in WORK

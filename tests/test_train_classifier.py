@@ -512,14 +512,36 @@ def test_training_measures_batch_norm_on_unaugmented_faces_after_each_epoch(face
     augmented batches do not (erasing and contrast jitter shift them)."""
     torch.set_num_threads(1)
     few = FaceArrays(faces.images[::2], faces.labels[::2])
-    deviation = {}
+    deviation, weights = {}, {}
     for n in (0, len(few)):
-        trainer = Trainer(tiny_recipe(epochs=1, bn_calibration_faces=n), few, tmp_path / str(n), torch.device("cpu"))
+        trainer = Trainer(tiny_recipe(epochs=2, bn_calibration_faces=n), few, tmp_path / str(n), torch.device("cpu"))
         trainer.fit()
         bn = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d))
         out = first_bn_output(trainer.model, few.images)
         deviation[n] = float((out.mean(1) - bn.bias.detach()).abs().max())
+        weights[n] = {k: v for k, v in trainer.model.state_dict().items() if not k.endswith(("running_mean",
+                                                                                               "running_var"))}
     assert deviation[len(few)] < 1e-3 < deviation[0]
+    # it changes no training step: the second epoch trains the same weights (dropout draws nothing for it)
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[len(few)][key]), key
+
+
+def test_a_run_from_before_calibration_resumes_without_it(fer_files, tmp_path, capsys):
+    data = tmp_path / "faces"
+    for emotion, files in fer_files.items():
+        (data / emotion).mkdir(parents=True)
+        for f in files[:4]:
+            (data / emotion / f.name).symlink_to(f)
+    out = tmp_path / "run"
+    args = ["train", "classifier", "--data", str(data), "--out", str(out), "--batch-size", "14", "--threads", "1"]
+    assert main(args + ["--epochs", "1"]) == 0
+    state = torch.load(out / "last.pt", weights_only=True)
+    del state["recipe"]["bn_calibration_faces"]
+    torch.save(state, out / "last.pt")
+    assert main(args + ["--resume", "--epochs", "2"]) == 0
+    assert torch.load(out / "last.pt", weights_only=True)["recipe"]["bn_calibration_faces"] == 0
+    capsys.readouterr()
 
 
 def test_soup_cli_writes_a_deploy_file_the_classifier_runs(fine_tunes, fer_folder, data_dir, tmp_path, capsys):
@@ -546,6 +568,20 @@ def test_soup_cli_writes_a_deploy_file_the_classifier_runs(fine_tunes, fer_folde
                                                                                                  abs=1e-4)
     assert np.array_equal(trainer.predict(val.images, deployed), trainer.predict(val.images, trained))
     assert main(args) == 2 and "another --out" in capsys.readouterr().err  # never overwrites a soup
+    args[args.index("fer2013_PublicTest_")] = "no_such_prefix_"
+    args[args.index(str(out))] = str(tmp_path / "empty")
+    assert main(args) == 2 and "no faces selected" in capsys.readouterr().err
+
+
+def test_greedy_keeps_an_ingredient_that_changes_nothing(fine_tunes, faces):
+    """The greedy baseline is measured like every candidate (batch norm measured again), so a second copy of the
+    best checkpoint, which leaves the soup as it was, is kept."""
+    from emocam.train.soup import make_soup
+
+    path = fine_tunes / "ft1" / "last.pt"
+    val = FaceArrays(faces.images[1::2], faces.labels[1::2])
+    _, report = make_soup([path, path], faces.images[:3], val, greedy=True)
+    assert report["soup"] == [str(path), str(path)]
 
 
 def test_soups_refuse_mixed_variants_deploy_files_and_blind_greedy(fine_tunes, faces, tmp_path):
@@ -562,6 +598,11 @@ def test_soups_refuse_mixed_variants_deploy_files_and_blind_greedy(fine_tunes, f
         make_soup([tmp_path / "bare.pt"], faces.images)
     with pytest.raises(EmoCamError, match="--val-labels"):
         make_soup([fine_tunes / "ft1" / "last.pt"], faces.images, greedy=True)
+    state = torch.load(fine_tunes / "ft1" / "last.pt", weights_only=True)
+    state["model"] = {k: v for k, v in state["model"].items() if not k.startswith("classifier.")}
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(EmoCamError, match="not those of repvggplus-fer-xs"):
+        make_soup([fine_tunes / "ft1" / "last.pt", tmp_path / "old.pt"], faces.images)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(EmoCamError, match="not readable"):
         make_soup([tmp_path / "junk.pt"], faces.images)

@@ -90,6 +90,9 @@ def recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 25
         m.momentum = None
     was_training = model.training
     model.train()
+    for m in model.modules():  # dropout would draw from the training run's random stream (and no BN follows it)
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.eval()
     for i in range(0, len(images), batch):
         x = normalise_unit(images[i:i + batch].unsqueeze(1).float().div_(255.0))
         model(x.contiguous(memory_format=torch.channels_last))
@@ -524,6 +527,7 @@ def run(args: argparse.Namespace, cfg=None) -> int:
             raise EmoCamError(f"--resume: no checkpoint at {last}")
         state = torch.load(last, map_location="cpu", weights_only=True)
         saved = dict(state["recipe"])
+        saved.setdefault("bn_calibration_faces", 0)  # a run from before calibration continues without it
         for key in ("scale_range", "erase_area", "teachers"):
             saved[key] = tuple(saved.get(key, ()))
         recipe = Recipe(**saved)

@@ -83,6 +83,10 @@ def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None
     if arch not in VARIANTS:
         raise EmoCamError(f"{paths[0]}: unknown variant {arch}")
     states = [state for _, state in loaded]
+    shapes = {k: v.shape for k, v in build_repvgg_plus(arch).state_dict().items()}
+    for path, state in zip(paths, states):
+        if {k: v.shape for k, v in state.items()} != shapes:
+            raise EmoCamError(f"{path}: its tensors are not those of {arch} as this version builds it")
     report: dict = {"arch": arch, "calibration_faces": len(calibration), "ingredients": []}
     for path, state in zip(paths, states):
         row = {"checkpoint": str(path)}
@@ -96,7 +100,8 @@ def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None
         if val is None:
             raise EmoCamError("--greedy chooses the ingredients on validation faces: give --val-labels")
         ranked = sorted(chosen, key=lambda i: -report["ingredients"][i]["val_acc"])
-        chosen, best = ranked[:1], report["ingredients"][ranked[0]]["val_acc"]
+        # the baseline measured like every candidate: batch norm measured again on the calibration faces
+        chosen, best = ranked[:1], scores(cook(arch, [states[ranked[0]]], calibration), val)["val_acc"]
         for i in ranked[1:]:
             acc = scores(cook(arch, [states[j] for j in chosen + [i]], calibration), val)["val_acc"]
             logger.info(f"soup + {paths[i]}: {acc} ({'kept' if acc >= best else 'left out'})")
@@ -122,7 +127,7 @@ def register(sub, parents) -> None:
     p.add_argument("--data", type=Path, required=True, metavar="PATH",
                    help="training faces whose batch-norm statistics the soup takes (as for train classifier)")
     p.add_argument("--bn-calibration-faces", type=int, default=8192, metavar="N",
-                   help="how many of them, drawn with a fixed seed (default 8192; 0: all)")
+                   help="how many of them, drawn with a fixed seed (default 8192; all of them if there are fewer)")
     p.add_argument("--out", type=Path, default=Path("out/soup"), metavar="DIR", help="default out/soup")
     p.add_argument("--val-labels", type=Path, metavar="CSV", help="file,label CSV to score the soup on")
     p.add_argument("--val-filter-prefix", metavar="P", help="only validation rows whose file name starts with P")
@@ -138,16 +143,22 @@ def run(args: argparse.Namespace, cfg=None) -> int:
         torch.set_num_threads(args.threads)
     if (args.out / "soup.pt").exists():
         raise EmoCamError(f"{args.out / 'soup.pt'} exists: pick another --out")
-    arch = load_ingredient(args.checkpoints[0])[0]
-    size = VARIANTS[arch].input_size if arch in VARIANTS else 48
+    if args.bn_calibration_faces < 1:
+        raise EmoCamError("--bn-calibration-faces: at least 1 (a soup always measures batch norm again)")
+    archs = sorted({load_ingredient(p)[0] for p in args.checkpoints})  # before minutes of decoding
+    if len(archs) != 1 or archs[0] not in VARIANTS:
+        raise EmoCamError(f"the checkpoints are of variants {', '.join(archs)}: one soup, one known variant")
+    size = VARIANTS[archs[0]].input_size
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")
-    n = len(train) if args.bn_calibration_faces <= 0 else min(args.bn_calibration_faces, len(train))
+    n = min(args.bn_calibration_faces, len(train))
     calibration = train.images[np.sort(np.random.default_rng(0).permutation(len(train))[:n])]
     val = None
     if args.val_labels:
         val = load_faces(labels_csv_samples(args.val_labels, args.val_filter_prefix), size, cache,
                          "decode validation faces")
+        if not len(val):
+            raise EmoCamError(f"--val-labels {args.val_labels}: no faces selected (check --val-filter-prefix)")
     model, report = make_soup(args.checkpoints, calibration, val, args.greedy)
     args.out.mkdir(parents=True, exist_ok=True)
     _save(args.out / "soup.pt", {"arch": report["arch"], "epoch": 0, "model": model.state_dict()})
