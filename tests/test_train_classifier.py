@@ -288,12 +288,17 @@ def test_best_epoch_export_and_init(faces, tmp_path):
         load_init(build_repvgg_plus("repvggplus-fer-xs"), tmp_path / "deploy.pt")
 
 
-def test_cli_trains_resumes_and_refuses_to_overwrite(fer_files, tmp_path, capsys):
-    data = tmp_path / "faces"
+def image_folder(fer_files, root, per_class: int):
+    """An image folder of the first `per_class` real faces of each emotion (symlinks)."""
     for emotion, files in fer_files.items():
-        (data / emotion).mkdir(parents=True)
-        for f in files[:8]:
-            (data / emotion / f.name).symlink_to(f)
+        (root / emotion).mkdir(parents=True)
+        for f in files[:per_class]:
+            (root / emotion / f.name).symlink_to(f)
+    return root
+
+
+def test_cli_trains_resumes_and_refuses_to_overwrite(fer_files, tmp_path, capsys):
+    data = image_folder(fer_files, tmp_path / "faces", 8)
     out = tmp_path / "run"
     args = ["train", "classifier", "--data", str(data), "--out", str(out), "--teacher", "mini-xception",
             "--epochs", "1", "--weight-decay", "1e-4", "--erase-prob", "0.25", "--batch-size", "16", "--threads", "1"]
@@ -528,11 +533,7 @@ def test_training_measures_batch_norm_on_unaugmented_faces_after_each_epoch(face
 
 
 def test_a_run_from_before_calibration_resumes_without_it(fer_files, tmp_path, capsys):
-    data = tmp_path / "faces"
-    for emotion, files in fer_files.items():
-        (data / emotion).mkdir(parents=True)
-        for f in files[:4]:
-            (data / emotion / f.name).symlink_to(f)
+    data = image_folder(fer_files, tmp_path / "faces", 4)
     out = tmp_path / "run"
     args = ["train", "classifier", "--data", str(data), "--out", str(out), "--batch-size", "14", "--threads", "1"]
     assert main(args + ["--epochs", "1"]) == 0
