@@ -231,11 +231,7 @@ class Trainer:
     def save(self, name: str, payload: dict) -> Path:
         """Write OUT/name atomically: a kill mid-write leaves the previous file intact."""
         self.out.mkdir(parents=True, exist_ok=True)
-        path = self.out / name
-        tmp = path.with_name(path.name + ".part")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-        return path
+        return save_atomic(self.out / name, payload)
 
     # -- one epoch -----------------------------------------------------------------------------------------------
     def train_epoch(self) -> dict:
@@ -289,24 +285,12 @@ class Trainer:
         """The teacher networks' averaged probabilities for the student's own (augmented) batch."""
         return torch.stack([F.softmax(t(x).float(), 1) for t in self.teachers]).mean(0)
 
-    @torch.no_grad()
     def predict(self, images: np.ndarray, model: torch.nn.Module | None = None, batch: int = 512) -> np.ndarray:
         """Class indices for (N, S, S) uint8 faces, as the classifier backend would see them (no augmentation)."""
-        model = model or self.model
-        was_training = model.training
-        model.eval()
-        out = []
-        for i in range(0, len(images), batch):
-            x = normalise_u8(torch.from_numpy(images[i:i + batch]).unsqueeze(1)).to(self.device)
-            out.append(model(x).argmax(1).cpu())
-        model.train(was_training)
-        return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+        return predict_classes(model or self.model, images, self.device, batch)
 
     def validate(self) -> dict:
-        if self.val_set is None:
-            return {}
-        metrics = classification_metrics(self.val_set.labels, self.predict(self.val_set.images))
-        return {"val_acc": round(metrics.accuracy or 0.0, 4), "val_macro_f1": round(metrics.macro_f1 or 0.0, 4)}
+        return {} if self.val_set is None else validation_scores(self.model, self.val_set, self.device)
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def best(self) -> dict | None:
@@ -371,6 +355,34 @@ class Trainer:
             for row in self.recipe.history:
                 w.writerow({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()})
         os.replace(tmp, self.out / "metrics.csv")
+
+
+def save_atomic(path: Path, payload) -> Path:
+    """torch.save through a .part file: a kill mid-write leaves the previous file intact."""
+    tmp = path.with_name(path.name + ".part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+@torch.no_grad()
+def predict_classes(model: torch.nn.Module, images: np.ndarray, device: torch.device | str = "cpu",
+                    batch: int = 512) -> np.ndarray:
+    """Class indices for (N, S, S) uint8 faces, unaugmented, in eval mode (the model's mode is kept)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = normalise_u8(torch.from_numpy(images[i:i + batch]).unsqueeze(1)).to(device)
+        out.append(model(x).argmax(1).cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
+
+
+def validation_scores(model: torch.nn.Module, val: FaceArrays, device: torch.device | str = "cpu") -> dict:
+    """val_acc and val_macro_f1, as metrics.csv and soup.json report them."""
+    metrics = classification_metrics(val.labels, predict_classes(model, val.images, device))
+    return {"val_acc": round(metrics.accuracy or 0.0, 4), "val_macro_f1": round(metrics.macro_f1 or 0.0, 4)}
 
 
 def _numpy_rng_state() -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -20,9 +19,8 @@ import torch
 from loguru import logger
 
 from emocam.errors import EmoCamError
-from emocam.evaluate.classification import classification_metrics
-from emocam.nets.repvgg_plus import VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict, normalise_u8
-from emocam.train.classifier import recalibrate_bn
+from emocam.nets.repvgg_plus import VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict
+from emocam.train.classifier import recalibrate_bn, save_atomic, validation_scores
 from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces
 
 HELP = """\
@@ -56,15 +54,6 @@ def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
             for k, v in states[0].items()}
 
 
-@torch.no_grad()
-def scores(model: RepVGGPlus, val: FaceArrays, batch: int = 512) -> dict:
-    model.eval()
-    pred = torch.cat([model(normalise_u8(torch.from_numpy(val.images[i:i + batch]).unsqueeze(1))).argmax(1)
-                      for i in range(0, len(val), batch)]).numpy()
-    m = classification_metrics(val.labels, pred)
-    return {"val_acc": round(m.accuracy or 0.0, 4), "val_macro_f1": round(m.macro_f1 or 0.0, 4)}
-
-
 def cook(arch: str, states: list[dict[str, torch.Tensor]], calibration: np.ndarray) -> RepVGGPlus:
     model = build_repvgg_plus(arch).to(memory_format=torch.channels_last)
     model.load_state_dict(average(states))
@@ -72,9 +61,8 @@ def cook(arch: str, states: list[dict[str, torch.Tensor]], calibration: np.ndarr
     return model.eval()
 
 
-def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None = None,
-              greedy: bool = False) -> tuple[RepVGGPlus, dict]:
-    """The soup of these checkpoints (all of them, or the greedy choice on val) and a report of how it was made."""
+def load_ingredients(paths: list[Path]) -> tuple[str, list[dict[str, torch.Tensor]]]:
+    """(variant, state dicts) of checkpoints that can go into one soup: one known variant, its tensors."""
     loaded = [load_ingredient(p) for p in paths]
     archs = sorted({arch for arch, _ in loaded})
     if len(archs) != 1:
@@ -82,18 +70,25 @@ def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None
     arch = archs[0]
     if arch not in VARIANTS:
         raise EmoCamError(f"{paths[0]}: unknown variant {arch}")
-    states = [state for _, state in loaded]
     shapes = {k: v.shape for k, v in build_repvgg_plus(arch).state_dict().items()}
-    for path, state in zip(paths, states):
+    for path, (_, state) in zip(paths, loaded):
         if {k: v.shape for k, v in state.items()} != shapes:
             raise EmoCamError(f"{path}: its tensors are not those of {arch} as this version builds it")
+    return arch, [state for _, state in loaded]
+
+
+def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None = None, greedy: bool = False,
+              ingredients: tuple[str, list[dict[str, torch.Tensor]]] | None = None) -> tuple[RepVGGPlus, dict]:
+    """The soup of these checkpoints (all of them, or the greedy choice on val) and a report of how it was made.
+    `ingredients`: what load_ingredients(paths) returned, when the caller has it already."""
+    arch, states = ingredients or load_ingredients(paths)
     report: dict = {"arch": arch, "calibration_faces": len(calibration), "ingredients": []}
     for path, state in zip(paths, states):
         row = {"checkpoint": str(path)}
         if val is not None:
             single = build_repvgg_plus(arch)
             single.load_state_dict(state)
-            row.update(scores(single, val))
+            row.update(validation_scores(single, val))
         report["ingredients"].append(row)
     chosen = list(range(len(paths)))
     if greedy:
@@ -101,23 +96,17 @@ def make_soup(paths: list[Path], calibration: np.ndarray, val: FaceArrays | None
             raise EmoCamError("--greedy chooses the ingredients on validation faces: give --val-labels")
         ranked = sorted(chosen, key=lambda i: -report["ingredients"][i]["val_acc"])
         # the baseline measured like every candidate: batch norm measured again on the calibration faces
-        chosen, best = ranked[:1], scores(cook(arch, [states[ranked[0]]], calibration), val)["val_acc"]
+        chosen, best = ranked[:1], validation_scores(cook(arch, [states[ranked[0]]], calibration), val)["val_acc"]
         for i in ranked[1:]:
-            acc = scores(cook(arch, [states[j] for j in chosen + [i]], calibration), val)["val_acc"]
+            acc = validation_scores(cook(arch, [states[j] for j in chosen + [i]], calibration), val)["val_acc"]
             logger.info(f"soup + {paths[i]}: {acc} ({'kept' if acc >= best else 'left out'})")
             if acc >= best:
                 chosen, best = chosen + [i], acc
     model = cook(arch, [states[i] for i in chosen], calibration)
     report["soup"] = [str(paths[i]) for i in chosen]
     if val is not None:
-        report.update(scores(model, val))
+        report.update(validation_scores(model, val))
     return model, report
-
-
-def _save(path: Path, payload) -> None:
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def register(sub, parents) -> None:
@@ -145,10 +134,8 @@ def run(args: argparse.Namespace, cfg=None) -> int:
         raise EmoCamError(f"{args.out / 'soup.pt'} exists: pick another --out")
     if args.bn_calibration_faces < 1:
         raise EmoCamError("--bn-calibration-faces: at least 1 (a soup always measures batch norm again)")
-    archs = sorted({load_ingredient(p)[0] for p in args.checkpoints})  # before minutes of decoding
-    if len(archs) != 1 or archs[0] not in VARIANTS:
-        raise EmoCamError(f"the checkpoints are of variants {', '.join(archs)}: one soup, one known variant")
-    size = VARIANTS[archs[0]].input_size
+    ingredients = load_ingredients(args.checkpoints)  # before minutes of decoding
+    size = VARIANTS[ingredients[0]].input_size
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")
     n = min(args.bn_calibration_faces, len(train))
@@ -159,10 +146,10 @@ def run(args: argparse.Namespace, cfg=None) -> int:
                          "decode validation faces")
         if not len(val):
             raise EmoCamError(f"--val-labels {args.val_labels}: no faces selected (check --val-filter-prefix)")
-    model, report = make_soup(args.checkpoints, calibration, val, args.greedy)
+    model, report = make_soup(args.checkpoints, calibration, val, args.greedy, ingredients)
     args.out.mkdir(parents=True, exist_ok=True)
-    _save(args.out / "soup.pt", {"arch": report["arch"], "epoch": 0, "model": model.state_dict()})
-    _save(args.out / "deploy.pt", deploy_state_dict(model.reparameterize()))
+    save_atomic(args.out / "soup.pt", {"arch": report["arch"], "epoch": 0, "model": model.state_dict()})
+    save_atomic(args.out / "deploy.pt", deploy_state_dict(model.reparameterize()))
     (args.out / "soup.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print_json(report)
     return 0
