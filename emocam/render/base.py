@@ -77,21 +77,23 @@ def to_scene(analysis: Analysis, scene: np.ndarray) -> Placement:
     return placement(analysis.size, (scene.shape[1], scene.shape[0]))
 
 
+def _label_layout(text: str, scale: float) -> tuple[int, int, int, int, float, int]:
+    """put_label's box (width, height), text baseline, padding, font scale and stroke, from one text measure."""
+    font_scale, thick = 0.6 * scale, max(1, round(1.5 * scale))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)
+    pad = max(2, round(4 * scale))
+    return tw + 2 * pad, th + base + 2 * pad, base, pad, font_scale, thick
+
+
 def label_size(text: str, scale: float) -> tuple[int, int]:
     """Width and height of put_label's box for this text, to place it before drawing."""
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, max(1, round(1.5 * scale)))
-    pad = max(2, round(4 * scale))
-    return tw + 2 * pad, th + base + 2 * pad
+    return _label_layout(text, scale)[:2]
 
 
 def put_label(scene: np.ndarray, text: str, org: tuple[int, int], bg: tuple[int, int, int],
               fg: tuple[int, int, int], scale: float) -> tuple[int, int]:
     """Text on a filled box whose bottom-left corner is `org`, kept inside the frame. Returns the box size."""
-    font_scale = 0.6 * scale
-    thick = max(1, round(1.5 * scale))
-    base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thick)[1]
-    pad = max(2, round(4 * scale))
-    w, h = label_size(text, scale)
+    w, h, base, pad, font_scale, thick = _label_layout(text, scale)
     x = int(np.clip(org[0], 0, max(0, scene.shape[1] - w)))
     y = int(np.clip(org[1], h, scene.shape[0]))
     cv2.rectangle(scene, (x, y - h), (x + w, y), bg, -1)
