@@ -32,6 +32,10 @@ ENV_FILE = "%h/.config/emocam/env"  # optional; systemd expands %h to the home f
 SECRET_KEYS = ("obs.password",)  # never written into the unit: it is world-readable and shows in `systemctl cat`
 
 
+def _is_secret(override: str) -> bool:
+    return override.partition("=")[0].strip() in SECRET_KEYS
+
+
 def unit_text(cfg: Config, overrides: list[str] = ()) -> str:
     """The unit: `emocam run` with this config file and these --set overrides (the OBS password excepted: it goes
     in the environment file, as EMOCAM_OBS_PASSWORD)."""
@@ -39,7 +43,7 @@ def unit_text(cfg: Config, overrides: list[str] = ()) -> str:
     if cfg.config_file:
         cmd += ["--config", str(cfg.config_file)]
     for override in overrides:
-        if override.partition("=")[0].strip() not in SECRET_KEYS:
+        if not _is_secret(override):
             cmd += ["--set", override]
     cmd += ["run"]
     environment = "".join(f"Environment={_systemd(shlex.quote(f'{key}={os.environ[key]}'))}\n"
@@ -87,7 +91,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         except OSError as exc:
             raise EmoCamError(f"could not write {path}: {exc.strerror}") from None
         print(f"wrote {path}")
-        if any(o.partition("=")[0].strip() in SECRET_KEYS for o in args.overrides) or cfg.obs.enabled:
+        if any(map(_is_secret, args.overrides)) or cfg.obs.enabled:
             print(f"the OBS password is not in the unit: put {PASSWORD_ENV}=... in {ENV_FILE.replace('%h', '~')} "
                   "(chmod 600)")
         if systemctl:
