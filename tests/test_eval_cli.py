@@ -1,14 +1,16 @@
-"""`emocam eval classifier|detector` end to end: with stand-in backends on made-up data, and with the real models."""
+"""`emocam eval classifier|speed|detector` end to end: with stand-in backends on made-up data, and with the real models."""
 
 from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from emocam.classify import CLASSIFIERS, Classifier
 from emocam.cli import main
@@ -240,6 +242,61 @@ def test_detector_is_reset_before_each_image(capsys, monkeypatch, scenes):
     assert r["images"] == 3 and ResetCounter.resets == 3
 
 
+# --- speed -------------------------------------------------------------------------------------------------------
+
+def test_speed_times_each_classifier_at_each_thread_count(capsys, stand_ins, crops):
+    threads = torch.get_num_threads()
+    code, r = run_json(capsys, ["eval", "speed", "--labels", str(crops), "--classifiers", "test-gray",
+                                "--threads", "1,2", "--rounds", "2", "--warmup", "1", *stand_ins])
+    assert code == 0 and torch.get_num_threads() == threads  # the caller's setting is put back
+    assert (r["faces"], r["unreadable"], r["rounds"]) == (8, 2, 2)
+    assert [(t["classifier"], t["threads"]) for t in r["per_face"]] == [("test-gray", 1), ("test-gray", 2)]
+    for t in r["per_face"]:
+        assert 0 < t["wall_ms_min"] <= t["wall_ms"] and 0 <= t["cpu_ms_min"] <= t["cpu_ms"]
+    assert "progress" not in capsys.readouterr().out  # progress goes to stderr, the JSON alone to stdout
+
+
+def test_speed_table_compares_with_the_first_classifier(capsys, stand_ins, crops, monkeypatch):
+    class SlowGray(GrayClassifier):
+        name = "test-gray-slow"
+
+        def predict_crops(self, crops_bgr):
+            deadline = time.process_time() + 0.002
+            while time.process_time() < deadline:  # CPU time, not sleep: the table compares CPU
+                pass
+            return super().predict_crops(crops_bgr)
+
+    monkeypatch.setitem(CLASSIFIERS._items, SlowGray.name, SlowGray)
+    code = main(["eval", "speed", "--labels", str(crops), "--classifiers", "test-gray,test-gray-slow",
+                 "--threads", "1", "--rounds", "1", "--warmup", "0", *stand_ins])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert "8 faces x 1 rounds" in lines[0] and lines[1].endswith("CPU / test-gray")
+    first, slow = lines[2].split(), lines[3].split()
+    assert first[1] == "test-gray" and first[-1] == "1.00"
+    assert slow[1] == "test-gray-slow" and float(slow[4]) >= 2.0 and float(slow[-1]) > 1.0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threads", "0"], "--threads: expected counts of 1 or more"),
+    (["--classifiers", " , "], "--classifiers: expected one or more names"),
+])
+def test_speed_bad_arguments(capsys, crops, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "speed", "--labels", str(crops), *argv])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_speed_bad_input_is_one_line_error(capsys, stand_ins, crops, tmp_path):
+    code = main(["eval", "speed", "--labels", str(crops), "--classifiers", "test-gray,nope", *stand_ins])
+    err = capsys.readouterr().err
+    assert code != 0 and "unknown classifier 'nope'" in err and "Traceback" not in err
+    write_csv(tmp_path / "none.csv", "file,label", [("set2_corrupt.jpg", "fear")])
+    code = main(["eval", "speed", "--labels", str(tmp_path / "none.csv"), *stand_ins])
+    err = capsys.readouterr().err
+    assert code != 0 and "none of the listed images could be read" in err and "Traceback" not in err
+
+
 # --- the real models ---------------------------------------------------------------------------------------------
 
 @pytest.mark.data
@@ -315,3 +372,15 @@ def test_mtcnn_as_height_equals_really_resized_images(capsys, data_dir, models_d
     assert (ours["n_gt"], ours["n_ignore"]) == (theirs["n_gt"], theirs["n_ignore"]) == (kept, 2)
     assert abs(ours["true_positives"] - theirs["true_positives"]) <= 1
     assert ours["ap50"] == pytest.approx(theirs["ap50"], abs=0.1)
+
+
+@pytest.mark.data
+@pytest.mark.weights
+def test_speed_of_the_real_classifiers(capsys, data_dir, models_dir, monkeypatch):
+    monkeypatch.setenv("EMOCAM_MODELS", str(models_dir))
+    code, r = run_json(capsys, ["eval", "speed", "--labels", str(data_dir / "eval/emotion/labels.csv"),
+                                "--filter-prefix", "fer2013_PublicTest_", "--limit", "20", "--threads", "1",
+                                "--rounds", "1", "--warmup", "2"])
+    assert code == 0 and r["faces"] == 20 and r["device"] == "cpu"
+    assert [t["classifier"] for t in r["per_face"]] == ["mini-xception", "repvgg-fer"]
+    assert all(t["cpu_ms"] > 0 for t in r["per_face"])

@@ -1,4 +1,5 @@
-"""emocam eval classifier|detector: accuracy of the emotion classifier, AP@0.5 of the face detector."""
+"""emocam eval classifier|speed|detector: accuracy of the emotion classifier, the time a face costs it, AP@0.5 of
+the face detector."""
 
 from __future__ import annotations
 
@@ -30,6 +31,18 @@ images/s counts classifier time only (reading files excluded). Unreadable files 
 --filter-prefix keeps the rows whose file (as written in the CSV, or its file name) starts with the prefix:
 the FER2013 PublicTest part of eval/emotion is --filter-prefix fer2013_PublicTest_ (the published
 mini-XCEPTION accuracy, ~0.65, is on that split). It works with any CSV, unlike a dataset column."""
+
+SPEED_HELP = """\
+Time a face costs each classifier (CPU and wall milliseconds), called as the live path calls it for a
+one-face frame: predict_crops with one crop (preprocess, forward pass, softmax), on the face crops of a
+`file,label` CSV (--filter-prefix and --limit as for `eval classifier`; labels are not used).
+
+For each --threads count, each classifier first runs --warmup faces; then in each of --rounds rounds every
+classifier runs all faces, taking turns in an order that rotates from round to round, so that a slow spell of a
+shared machine falls on all of them. Reported: the median round (and the fastest), in ms a face. CPU time is the
+process's, all torch threads together; with several threads torch's workers spin while they wait, so compare
+classifiers at the same thread count and look at 1 thread for the work itself. Nothing runs on a GPU here unless
+runtime.device says so; the numbers are this machine's only."""
 
 DETECTOR_HELP = """\
 Detect faces in the images of a CSV with a header `file,x1,y1,x2,y2` (pixels, e.g. eval/boxes/boxes.csv)
@@ -73,6 +86,20 @@ def register(sub, parents) -> None:
     c.add_argument("--plot", type=Path, metavar="PNG", help="draw the confusion matrix into this PNG")
     c.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
+    s = kinds.add_parser("speed", parents=parents, help="CPU and wall ms a face for one or more classifiers",
+                         description=SPEED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--labels", type=Path, required=True, metavar="CSV", help="CSV with a file column (face crops)")
+    s.add_argument("--classifiers", type=_names, metavar="A,B",
+                   help="classifier backends, compared with the first (default: every registered one)")
+    s.add_argument("--filter-prefix", metavar="P", help="only rows whose file starts with P")
+    s.add_argument("--limit", type=_positive, default=300, metavar="N",
+                   help="faces timed (the first N rows, default %(default)s)")
+    s.add_argument("--threads", type=_counts, default=[1, 2], metavar="N,M",
+                   help="torch thread counts to time at (default: 1,2)")
+    s.add_argument("--rounds", type=_positive, default=7, metavar="R", help="rounds per thread count (default 7)")
+    s.add_argument("--warmup", type=int, default=50, metavar="N", help="untimed faces first (default 50)")
+    s.add_argument("--json", action="store_true", help="print one JSON object to stdout")
+
     d = kinds.add_parser("detector", parents=parents, help="AP@0.5 and recall on images with face boxes",
                          description=DETECTOR_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     d.add_argument("--boxes", type=Path, required=True, metavar="CSV", help="CSV with columns file,x1,y1,x2,y2")
@@ -99,7 +126,21 @@ def register(sub, parents) -> None:
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
-    return run_classifier(args, cfg) if args.eval_kind == "classifier" else run_detector(args, cfg)
+    runner = {"classifier": run_classifier, "speed": run_speed, "detector": run_detector}[args.eval_kind]
+    return runner(args, cfg)
+
+
+def _labelled_rows(args: argparse.Namespace, columns: tuple[str, ...]) -> list[tuple[int, dict]]:
+    """The CSV's rows after --filter-prefix and --limit, with their line numbers."""
+    rows = _read_csv(args.labels, columns)
+    if args.filter_prefix:
+        rows = [(line, r) for line, r in rows
+                if r["file"].startswith(args.filter_prefix) or Path(r["file"]).name.startswith(args.filter_prefix)]
+    rows = rows[: args.limit]
+    if not rows:
+        raise EmoCamError(f"{args.labels}: no rows to evaluate" +
+                          (f" whose file starts with {args.filter_prefix!r}" if args.filter_prefix else ""))
+    return rows
 
 
 # --- classifier ---------------------------------------------------------------------------------------------------
@@ -109,14 +150,7 @@ def run_classifier(args: argparse.Namespace, cfg: Config) -> int:
     from emocam.cli import print_json
     from emocam.evaluate.classification import classification_metrics
 
-    rows = _read_csv(args.labels, ("file", "label"))
-    if args.filter_prefix:
-        rows = [(line, r) for line, r in rows
-                if r["file"].startswith(args.filter_prefix) or Path(r["file"]).name.startswith(args.filter_prefix)]
-    rows = rows[: args.limit]
-    if not rows:
-        raise EmoCamError(f"{args.labels}: no rows to evaluate" +
-                          (f" whose file starts with {args.filter_prefix!r}" if args.filter_prefix else ""))
+    rows = _labelled_rows(args, ("file", "label"))
     truth = [_label_index(args.labels, line, r["label"]) for line, r in rows]
 
     classifier = build_classifier(cfg, args.classifier)
@@ -192,6 +226,48 @@ def _classifier_table(r: dict) -> str:
         lines.append(f"{name:<10}" + "".join(f"{v:>9}" for v in row))
     if r.get("plot"):
         lines += ["", f"plot: {r['plot']}"]
+    return "\n".join(lines)
+
+
+# --- speed --------------------------------------------------------------------------------------------------------
+
+def run_speed(args: argparse.Namespace, cfg: Config) -> int:
+    from emocam.backends import build_classifier
+    from emocam.classify import CLASSIFIERS
+    from emocam.cli import print_json
+    from emocam.evaluate.speed import time_per_face
+
+    names = args.classifiers or CLASSIFIERS.names()
+    classifiers = {name: build_classifier(cfg, name) for name in names}
+    crops, unreadable = [], []
+    for _, row in _labelled_rows(args, ("file",)):
+        try:
+            crops.append(read_bgr(_resolve(args.labels.parent, row["file"])))
+        except UnreadableImage as exc:
+            _note_unreadable(unreadable, row["file"], exc)
+    if not crops:
+        raise EmoCamError(f"{args.labels}: none of the listed images could be read")
+    times = time_per_face(classifiers, crops, args.threads, args.rounds, args.warmup)
+    report = {"labels": str(args.labels), "filter_prefix": args.filter_prefix, "faces": len(crops),
+              "unreadable": len(unreadable), "rounds": args.rounds, "device": str(classifiers[names[0]].device),
+              "per_face": [t.to_json() for t in times]}
+    if args.json:
+        print_json(report)
+    else:
+        print(_speed_table(report))
+    return 0
+
+
+def _speed_table(r: dict) -> str:
+    rows = r["per_face"]
+    first = {t["threads"]: t for t in rows if t["classifier"] == rows[0]["classifier"]}
+    lines = [f"ms a face, one face a call, {r['faces']} faces x {r['rounds']} rounds on {r['device']} "
+             "(median round; fastest in brackets)",
+             f"{'threads':>7}  {'classifier':<16}{'wall':>16}{'CPU':>16}  CPU / {rows[0]['classifier']}"]
+    for t in rows:
+        ratio = t["cpu_ms"] / first[t["threads"]]["cpu_ms"]
+        lines.append(f"{t['threads']:>7}  {t['classifier']:<16}{t['wall_ms']:>8.3f} ({t['wall_ms_min']:.3f})"
+                     f"{t['cpu_ms']:>8.3f} ({t['cpu_ms_min']:.3f})  {ratio:.2f}")
     return "\n".join(lines)
 
 
@@ -377,6 +453,20 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected one or more names, e.g. repvgg-fer,mini-xception")
+    return list(dict.fromkeys(names))
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        return [_positive(n) for n in text.split(",")]
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError("expected counts of 1 or more, e.g. 1,2") from None
 
 
 def _fmt(x: float | None) -> str:
