@@ -25,4 +25,6 @@ def build_classifier(cfg: Config, name: str | None = None, options=None) -> Clas
     classifier = cls(options or cfg.classifier.options(name), device, WeightStore(cfg.models_dir))
     if cfg.runtime.half and device.type == "cuda":
         classifier.precision = torch.float16
+    if cfg.classifier.cpu_graph:
+        classifier.use_cpu_graph()
     return classifier

@@ -98,6 +98,8 @@ class DetectorConfig(BackendSection):
 class ClassifierConfig(BackendSection):
     name: str = "mini-xception"
     batch_size: int = Field(8, ge=1)
+    # On a CPU, classify through a frozen TorchScript graph of the model (Classifier.use_cpu_graph).
+    cpu_graph: bool = True
 
     def _registry_obj(self):
         from emocam.classify import CLASSIFIERS

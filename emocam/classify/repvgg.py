@@ -39,6 +39,7 @@ class RepVGGOptions(BaseModel):
 @CLASSIFIERS.register("repvgg-fer")
 class RepVGGClassifier(Classifier):
     Options = RepVGGOptions
+    cpu_graph_kind = "onednn"
 
     def __init__(self, options: RepVGGOptions, device: torch.device, weights):
         super().__init__(options, device, weights)
