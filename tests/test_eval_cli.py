@@ -15,6 +15,7 @@ import torch
 from emocam.classify import CLASSIFIERS, Classifier
 from emocam.cli import main
 from emocam.detect import DETECTORS, Detector
+from emocam.errors import ConfigError
 from emocam.types import EMOTIONS, Face
 
 
@@ -277,6 +278,27 @@ def test_speed_table_compares_with_the_first_classifier(capsys, stand_ins, crops
     assert slow[1] == "test-gray-slow" and float(slow[4]) >= 2.0 and float(slow[-1]) > 1.0
 
 
+def test_speed_leaves_out_a_registered_classifier_that_cannot_run_here(capsys, crops, monkeypatch, tmp_path):
+    class Unavailable(GrayClassifier):
+        name = "test-unavailable"
+
+        def __init__(self, *args):
+            raise ConfigError("needs a kernel this machine lacks")
+
+    monkeypatch.setattr(CLASSIFIERS, "_items", {GrayClassifier.name: GrayClassifier, Unavailable.name: Unavailable})
+    monkeypatch.setattr(CLASSIFIERS, "_discovered", True)
+    # the project's config names backends that this test's registry lacks
+    (tmp_path / "config.toml").write_text('[classifier]\nname = "test-gray"\n')
+    code = main(["eval", "speed", "--labels", str(crops), "--threads", "1,2", "--rounds", "1", "--warmup", "0",
+                 "--config", str(tmp_path / "config.toml"), "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0 and [t["classifier"] for t in json.loads(out)["per_face"]] == ["test-gray", "test-gray"]
+    assert err.count("test-unavailable is left out: needs a kernel this machine lacks") == 1  # not once per count
+    code = main(["eval", "speed", "--labels", str(crops), "--classifiers", "test-unavailable",
+                 "--config", str(tmp_path / "config.toml")])
+    assert code == 2 and "needs a kernel this machine lacks" in capsys.readouterr().err  # named: an error
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--threads", "0"], "--threads: expected counts of 1 or more"),
     (["--classifiers", " , "], "--classifiers: expected one or more names"),
@@ -382,5 +404,5 @@ def test_speed_of_the_real_classifiers(capsys, data_dir, models_dir, monkeypatch
                                 "--filter-prefix", "fer2013_PublicTest_", "--limit", "20", "--threads", "1",
                                 "--rounds", "1", "--warmup", "2"])
     assert code == 0 and r["faces"] == 20 and r["device"] == "cpu"
-    assert [t["classifier"] for t in r["per_face"]] == ["mini-xception", "repvgg-fer"]
+    assert [t["classifier"] for t in r["per_face"]] == CLASSIFIERS.names()  # every registered one runs here
     assert all(t["cpu_ms"] > 0 for t in r["per_face"])

@@ -235,10 +235,28 @@ def run_speed(args: argparse.Namespace, cfg: Config) -> int:
     from emocam.backends import build_classifier
     from emocam.classify import CLASSIFIERS
     from emocam.cli import print_json
+    from emocam.device import select_device
     from emocam.evaluate.speed import time_per_face
 
     names = args.classifiers or CLASSIFIERS.names()
-    classifiers = {name: build_classifier(cfg, name) for name in names}
+    for name in names:  # an unknown name fails before the faces are read
+        CLASSIFIERS.get(name)
+    left_out: set[str] = set()
+
+    def build(threads: int) -> dict:
+        made_with = cfg.model_copy(update={"runtime": cfg.runtime.model_copy(update={"torch_threads": threads})})
+        built = {}
+        for name in names:
+            try:
+                built[name] = build_classifier(made_with, name)
+            except EmoCamError as exc:  # of every registered one, time those that run here; a named one must
+                if args.classifiers:
+                    raise
+                if name not in left_out:
+                    logger.warning(f"{name} is left out: {exc}")
+                left_out.add(name)
+        return built
+
     crops, unreadable = [], []
     for _, row in _labelled_rows(args, ("file",)):
         try:
@@ -247,9 +265,11 @@ def run_speed(args: argparse.Namespace, cfg: Config) -> int:
             _note_unreadable(unreadable, row["file"], exc)
     if not crops:
         raise EmoCamError(f"{args.labels}: none of the listed images could be read")
-    times = time_per_face(classifiers, crops, args.threads, args.rounds, args.warmup)
+    times = time_per_face(build, crops, args.threads, args.rounds, args.warmup)
+    if not times:
+        raise EmoCamError("none of the classifiers can be built here (see the warnings above)")
     report = {"labels": str(args.labels), "filter_prefix": args.filter_prefix, "faces": len(crops),
-              "unreadable": len(unreadable), "rounds": args.rounds, "device": str(classifiers[names[0]].device),
+              "unreadable": len(unreadable), "rounds": args.rounds, "device": str(select_device(cfg.runtime)),
               "per_face": [t.to_json() for t in times]}
     if args.json:
         print_json(report)

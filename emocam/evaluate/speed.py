@@ -5,6 +5,10 @@ take turns within each round, in an order that rotates from round to round, so t
 machine (these are virtual CPUs) falls on all of them rather than on whichever ran then; the median round is
 reported. CPU time is the process's (all torch threads): with 2 threads torch's workers spin while they wait,
 so CPU time can be nearly twice the wall time, and a backend's cheapest thread count is part of the answer.
+
+The backends are built afresh for each thread count, with torch set to it, as a daemon with that
+runtime.torch_threads builds them: frozen graphs pack their weights for the thread count they are made with
+(repvgg-fer-int8 made with 2 threads and run with 1 costs ~1.8x its CPU a face).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,17 +37,20 @@ class FaceTime:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def time_per_face(classifiers: dict, crops: list[np.ndarray], threads: list[int], rounds: int,
+def time_per_face(build: Callable[[int], dict], crops: list[np.ndarray], threads: list[int], rounds: int,
                   warmup: int = 50) -> list[FaceTime]:
-    """Per thread count and backend, the time one face costs (see the module's text)."""
+    """Per thread count and backend, the time one face costs (see the module's text). build(n) gives the
+    backends by name, made with n torch threads."""
     if not crops:
         raise ValueError("no crops to time")
     before = torch.get_num_threads()
-    names = list(classifiers)
     out: list[FaceTime] = []
     try:
         for n_threads in threads:
             torch.set_num_threads(n_threads)
+            classifiers = build(n_threads)
+            torch.set_num_threads(n_threads)
+            names = list(classifiers)
             for classifier in classifiers.values():  # lazy set-up and caches, outside the measurement
                 for crop in crops[:warmup]:
                     classifier.predict_crops([crop])
