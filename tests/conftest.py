@@ -60,3 +60,26 @@ def astronaut_bgr():
     import skimage.data
 
     return skimage.data.astronaut()[:, :, ::-1].copy()
+
+
+PER_CLASS = 40  # 280 real FER2013 faces: enough to see learning, small enough for seconds
+
+
+@pytest.fixture(scope="session")
+def fer_files(fer_train_dir) -> dict[str, list]:
+    from emocam.types import EMOTIONS
+
+    return {e: sorted((fer_train_dir / e).glob("*.jpg"))[:PER_CLASS] for e in EMOTIONS}
+
+
+@pytest.fixture(scope="session")
+def fer_folder(fer_files, tmp_path_factory):
+    """An image folder of real FER2013 faces (symlinks), plus a folder that is not an emotion."""
+    root = tmp_path_factory.mktemp("fer")
+    for emotion, files in fer_files.items():
+        (root / emotion).mkdir()
+        for f in files:
+            (root / emotion / f.name).symlink_to(f)
+    (root / "contempt").mkdir()
+    (root / "contempt" / "x.jpg").symlink_to(fer_files["happy"][0])
+    return root

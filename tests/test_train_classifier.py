@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PER_CLASS
 from emocam.cli import main
 from emocam.errors import EmoCamError
 from emocam.nets.repvgg_plus import build_repvgg_plus, load_deployed, normalise_u8
@@ -22,27 +23,6 @@ from emocam.train.classifier import (Recipe, Trainer, augment, build_teacher, cl
 from emocam.train.emotion_data import (FaceArrays, affectnet_samples, find_samples, image_folder_samples,
                                        labels_csv_samples, load_faces)
 from emocam.types import EMOTIONS
-
-PER_CLASS = 40  # 280 real FER2013 faces: enough to see learning, small enough for seconds
-
-
-@pytest.fixture(scope="module")
-def fer_files(fer_train_dir) -> dict[str, list]:
-    return {e: sorted((fer_train_dir / e).glob("*.jpg"))[:PER_CLASS] for e in EMOTIONS}
-
-
-@pytest.fixture(scope="module")
-def fer_folder(fer_files, tmp_path_factory):
-    """An image folder of real FER2013 faces (symlinks), plus a folder that is not an emotion."""
-    root = tmp_path_factory.mktemp("fer")
-    for emotion, files in fer_files.items():
-        (root / emotion).mkdir()
-        for f in files:
-            (root / emotion / f.name).symlink_to(f)
-    (root / "contempt").mkdir()
-    (root / "contempt" / "x.jpg").symlink_to(fer_files["happy"][0])
-    return root
-
 
 @pytest.fixture(scope="module")
 def faces(fer_folder) -> FaceArrays:

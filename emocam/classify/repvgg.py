@@ -52,7 +52,7 @@ class RepVGGClassifier(Classifier):
                 raise WeightsError(f"weights {options.weights!r}: the manifest entry needs arch = one of "
                                    f"{', '.join(VARIANTS)} (has {arch!r})")
             state, self._sha256 = weights.state_dict(options.weights), weights.sha256(options.weights)
-        self.config = VARIANTS[arch]
+        self.arch, self.config = arch, VARIANTS[arch]
         if self.config.in_channels != 1:
             raise WeightsError(f"weights {options.weights!r}: {arch} takes RGB input; this backend feeds gray faces")
         self.size = self.config.input_size

@@ -1,4 +1,4 @@
-"""emocam train classifier|soup|detector: each trainer module in emocam/train registers its own subcommand."""
+"""emocam train classifier|soup|quantize|detector: each trainer module in emocam/train registers its own subcommand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 
 # Adding a trainer is adding its module here: it defines register(subparsers, parents) and its own run().
-TRAINERS = ["emocam.train.classifier", "emocam.train.soup", "emocam.train.detector"]
+TRAINERS = ["emocam.train.classifier", "emocam.train.soup", "emocam.train.quantize", "emocam.train.detector"]
 # Declared so that other commands only list `train` instead of importing the trainers (and torch) at start.
 HELP = "train a classifier or detector on your own data"
 

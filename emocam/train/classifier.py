@@ -369,13 +369,15 @@ def save_atomic(path: Path, payload) -> Path:
 def predict_classes(model: torch.nn.Module, images: np.ndarray, device: torch.device | str = "cpu",
                     batch: int = 512) -> np.ndarray:
     """Class indices for (N, S, S) uint8 faces, unaugmented, in eval mode (the model's mode is kept)."""
-    was_training = model.training
-    model.eval()
+    was_training = getattr(model, "training", False)  # a frozen TorchScript graph has no mode
+    if was_training:
+        model.eval()
     out = []
     for i in range(0, len(images), batch):
         x = normalise_u8(torch.from_numpy(images[i:i + batch]).unsqueeze(1)).to(device)
         out.append(model(x).argmax(1).cpu())
-    model.train(was_training)
+    if was_training:
+        model.train()
     return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
 
 

@@ -1,0 +1,71 @@
+"""repvgg-fer in 8-bit integers on an x86 CPU: the same weights and crop as repvgg-fer, classified by an int8
+network whose activation ranges `emocam train quantize` measured on training faces (emocam/nets/quantize.py).
+A fraction of the CPU a face (`emocam eval speed`) for a small loss of accuracy (models/repvgg_fer.md). Explain
+maps come from the float model, as with repvgg-fer; their probabilities are the float model's too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from emocam.classify import CLASSIFIERS
+from emocam.classify.repvgg import RepVGGClassifier, RepVGGOptions
+from emocam.errors import ConfigError, WeightsError
+from emocam.nets import quantize
+from emocam.weights import names_a_file, sha256_file
+
+
+class RepVGGInt8Options(RepVGGOptions):
+    # `emocam train quantize` output for these weights: a name in models/manifest.toml or a file.
+    calibration: str = "repvgg_fer_int8"
+
+
+@CLASSIFIERS.register("repvgg-fer-int8")
+class RepVGGInt8Classifier(RepVGGClassifier):
+    Options = RepVGGInt8Options
+    cpu_graph_kind = None  # the int8 graph is this backend's own
+
+    def __init__(self, options: RepVGGInt8Options, device: torch.device, weights):
+        if device.type != "cpu":
+            raise ConfigError(f"classifier repvgg-fer-int8 runs on a CPU, not {device.type}: use repvgg-fer there "
+                              "(or runtime.device = \"cpu\")")
+        if quantize.engine() is None:
+            raise ConfigError("classifier repvgg-fer-int8 needs torch's x86 int8 kernels, which this torch or CPU "
+                              f"lacks (engines: {', '.join(torch.backends.quantized.supported_engines)}); use "
+                              "repvgg-fer")
+        super().__init__(options, device, weights)
+        where = f"classifier.repvgg-fer-int8.calibration = {options.calibration!r}"
+        doc, self._calibration_sha256 = _load_calibration(options.calibration, weights, where)
+        if doc.get("weights_sha256") != self._sha256:
+            raise WeightsError(f"{where}: measured for other weights (sha256 {str(doc.get('weights_sha256'))[:12]}..."
+                               f", these are {self._sha256[:12]}...); run `emocam train quantize` for them")
+        prepared = quantize.prepare(self.model, self.size)
+        try:
+            quantize.load_observers(prepared, doc["observers"])
+        except ValueError as exc:
+            raise WeightsError(f"{where}: {exc}; run `emocam train quantize` for these weights") from None
+        self.graph = quantize.convert(prepared, self.size)  # what Classifier.predict_crops runs
+
+    @property
+    def weights_sha256(self) -> dict[str, str]:
+        return {**super().weights_sha256, self.options.calibration: self._calibration_sha256}
+
+
+def _load_calibration(ref: str, store, where: str) -> tuple[dict, str]:
+    if names_a_file(ref):
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"{where}: no such file; write one with `emocam train quantize`")
+        sha = sha256_file(path)
+    else:
+        path, sha = store.path(ref), store.sha256(ref)
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise WeightsError(f"{where}: not a calibration file ({type(exc).__name__}); write one with "
+                           "`emocam train quantize`") from None
+    if not isinstance(doc, dict) or doc.get("format") != quantize.FORMAT or not isinstance(doc.get("observers"), dict):
+        raise WeightsError(f"{where}: not a calibration file from `emocam train quantize`")
+    return doc, sha

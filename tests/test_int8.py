@@ -1,0 +1,117 @@
+"""repvgg-fer-int8: `emocam train quantize` measures activation ranges on real faces, the backend runs the int8
+network they define, close to the float one, and refuses calibrations that do not belong to its weights."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from emocam.backends import build_classifier
+from emocam.classify.repvgg import RepVGGClassifier, RepVGGOptions
+from emocam.classify.repvgg_int8 import RepVGGInt8Classifier, RepVGGInt8Options
+from emocam.cli import main
+from emocam.config import Config
+from emocam.errors import ConfigError, WeightsError
+from emocam.evaluate.classification import classification_metrics
+from emocam.explain.explainer import Explainer
+from emocam.nets import quantize
+from emocam.nets.repvgg_plus import build_repvgg_plus, deploy_state_dict
+from emocam.train.emotion_data import labels_csv_samples, load_faces
+from emocam.types import EMOTIONS, Face
+from emocam.weights import WeightStore
+
+pytestmark = [pytest.mark.weights,
+              pytest.mark.skipif(quantize.engine() is None, reason="this torch has no x86 int8 kernels")]
+
+
+@pytest.fixture(scope="module")
+def store(models_dir) -> WeightStore:
+    store = WeightStore(models_dir)
+    if "repvgg_fer_int8" not in store.manifest():
+        pytest.skip("no repvgg_fer_int8 entry in the manifest")
+    return store
+
+
+@pytest.fixture(scope="module")
+def public_test(data_dir):
+    return load_faces(labels_csv_samples(data_dir / "eval/emotion/labels.csv", "fer2013_PublicTest_")[:400], 48)
+
+
+def test_shipped_int8_model_agrees_with_the_float_one(store, public_test):
+    int8 = RepVGGInt8Classifier(RepVGGInt8Options(), torch.device("cpu"), store)
+    float32 = RepVGGClassifier(RepVGGOptions(), torch.device("cpu"), store)
+    crops = list(public_test.images)
+    p8, p32 = int8.predict_crops(crops), float32.predict_crops(crops)
+    assert p8.shape == (400, 7) and np.allclose(p8.sum(1), 1, atol=1e-5)
+    # measured: the same class for 0.91 of these 400 faces (0.94 of all 2,831), probabilities 0.01 apart on average
+    assert (p8.argmax(1) == p32.argmax(1)).mean() > 0.88
+    assert np.abs(p8 - p32).max() < 0.5 and np.abs(p8 - p32).mean() < 0.02
+    assert classification_metrics(public_test.labels, p8.argmax(1), EMOTIONS).accuracy > 0.6
+    assert set(int8.weights_sha256) == {"repvgg_fer", "repvgg_fer_int8"}
+
+
+def test_explain_maps_come_from_the_float_model(store, astronaut_bgr):
+    int8 = RepVGGInt8Classifier(RepVGGInt8Options(), torch.device("cpu"), store)
+    face = Face(np.array([150, 20, 330, 220], np.float32), 0.99)
+    explained = Explainer(int8).classify(astronaut_bgr, [face])[0]
+    assert explained.explanation is not None and len(explained.explanation.maps) == len(int8.model.blocks) + 1
+    assert np.argmax(explained.probs) == np.argmax(int8.classify(astronaut_bgr, [face])[0].probs)
+
+
+def test_a_calibration_of_other_weights_is_refused(store, tmp_path):
+    other = build_repvgg_plus("repvggplus-fer-xw").eval().reparameterize()
+    torch.save(deploy_state_dict(other), tmp_path / "other.pt")
+    options = RepVGGInt8Options(weights=str(tmp_path / "other.pt"))
+    with pytest.raises(WeightsError, match="measured for other weights.*emocam train quantize"):
+        RepVGGInt8Classifier(options, torch.device("cpu"), store)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a torch file", "not a calibration file"),
+    ({"format": "something else", "observers": {}}, "not a calibration file from `emocam train quantize`"),
+])
+def test_a_wrong_calibration_file_is_named_with_what_to_do(store, tmp_path, content, message):
+    path = tmp_path / "calibration.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        torch.save(content, path)
+    with pytest.raises(WeightsError, match=message):
+        RepVGGInt8Classifier(RepVGGInt8Options(calibration=str(path)), torch.device("cpu"), store)
+    with pytest.raises(WeightsError, match="no such file"):
+        RepVGGInt8Classifier(RepVGGInt8Options(calibration=str(tmp_path / "none.pth")), torch.device("cpu"), store)
+
+
+def test_calibration_missing_layers_is_refused(store, tmp_path):
+    doc = torch.load(store.path("repvgg_fer_int8"), weights_only=True)
+    doc["observers"] = dict(list(doc["observers"].items())[:-5])
+    torch.save(doc, tmp_path / "short.pth")
+    with pytest.raises(WeightsError, match="observer tensors"):
+        RepVGGInt8Classifier(RepVGGInt8Options(calibration=str(tmp_path / "short.pth")), torch.device("cpu"), store)
+
+
+def test_int8_runs_on_a_cpu_only(store):
+    with pytest.raises(ConfigError, match="runs on a CPU.*repvgg-fer"):
+        RepVGGInt8Classifier(RepVGGInt8Options(), torch.device("cuda"), store)
+
+
+def test_quantize_cli_writes_a_calibration_the_backend_runs(store, fer_folder, data_dir, tmp_path, capsys,
+                                                            monkeypatch):
+    out = tmp_path / "int8.pth"
+    args = ["train", "quantize", "--data", str(fer_folder), "--faces", "64", "--out", str(out), "--threads", "1",
+            "--val-labels", str(data_dir / "eval/emotion/labels.csv"), "--val-filter-prefix", "fer2013_PublicTest_"]
+    monkeypatch.setenv("EMOCAM_MODELS", str(store.root))
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["faces"], report["arch"], report["val"]["faces"]) == (64, "repvggplus-fer-xw", 2831)
+    assert report["val"]["float"]["val_acc"] > 0.6 and report["val"]["int8"]["val_acc"] > 0.6
+    assert abs(report["val"]["float"]["val_acc"] - report["val"]["int8"]["val_acc"]) < 0.03
+    cfg = Config.model_validate({"classifier": {"name": "repvgg-fer-int8",
+                                                "repvgg-fer-int8": {"calibration": str(out)}}})
+    classifier = build_classifier(cfg)
+    assert classifier.weights_sha256["repvgg_fer"] == store.sha256("repvgg_fer")
+    assert classifier.weights_sha256[str(out)] == report["sha256"]
+    assert main(args) == 2 and "another --out" in capsys.readouterr().err  # never overwrites a calibration
