@@ -109,4 +109,3 @@ class Classifier:
     @property
     def weights_sha256(self) -> dict[str, str]:
         return {}
-

@@ -97,7 +97,7 @@ def register(sub, parents) -> None:
     s.add_argument("--threads", type=_counts, default=[1, 2], metavar="N,M",
                    help="torch thread counts to time at (default: 1,2)")
     s.add_argument("--rounds", type=_positive, default=7, metavar="R", help="rounds per thread count (default 7)")
-    s.add_argument("--warmup", type=int, default=50, metavar="N", help="untimed faces first (default 50)")
+    s.add_argument("--warmup", type=_count, default=50, metavar="N", help="untimed faces first (default 50)")
     s.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
     d = kinds.add_parser("detector", parents=parents, help="AP@0.5 and recall on images with face boxes",
@@ -239,8 +239,9 @@ def run_speed(args: argparse.Namespace, cfg: Config) -> int:
     from emocam.evaluate.speed import time_per_face
 
     names = args.classifiers or CLASSIFIERS.names()
-    for name in names:  # an unknown name fails before the faces are read
+    for name in names:  # an unknown name or an absent GPU fails before the faces are read
         CLASSIFIERS.get(name)
+    device = str(select_device(cfg.runtime))
     left_out: set[str] = set()
 
     def build(threads: int) -> dict:
@@ -269,7 +270,7 @@ def run_speed(args: argparse.Namespace, cfg: Config) -> int:
     if not times:
         raise EmoCamError("none of the classifiers can be built here (see the warnings above)")
     report = {"labels": str(args.labels), "filter_prefix": args.filter_prefix, "faces": len(crops),
-              "unreadable": len(unreadable), "rounds": args.rounds, "device": str(select_device(cfg.runtime)),
+              "unreadable": len(unreadable), "rounds": args.rounds, "device": device,
               "per_face": [t.to_json() for t in times]}
     if args.json:
         print_json(report)
@@ -472,6 +473,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
     return value
 
 

@@ -49,8 +49,10 @@ def time_per_face(build: Callable[[int], dict], crops: list[np.ndarray], threads
         for n_threads in threads:
             torch.set_num_threads(n_threads)
             classifiers = build(n_threads)
-            torch.set_num_threads(n_threads)
+            torch.set_num_threads(n_threads)  # whatever building did (select_device sets the configured count)
             names = list(classifiers)
+            if not names:
+                continue
             for classifier in classifiers.values():  # lazy set-up and caches, outside the measurement
                 for crop in crops[:warmup]:
                     classifier.predict_crops([crop])
