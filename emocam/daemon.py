@@ -79,6 +79,7 @@ def build_pipeline(cfg: Config, *, analyze: bool = True, session_dir: Path | Non
             from emocam.explain.explainer import Explainer
 
             explainer = Explainer(analyzer.classifier, cfg.explain)
+            _classify_with_the_maps(analyzer.classifier)
     p = cfg.pipeline
     size = (cfg.output.width, cfg.output.height) if cfg.output.width and cfg.output.height else None
     return Pipeline(
@@ -87,6 +88,18 @@ def build_pipeline(cfg: Config, *, analyze: bool = True, session_dir: Path | Non
         detect_interval=p.detect_interval, tracker=Tracker(p.track_iou, p.track_max_age_s, p.smoothing,
                                                            p.box_smoothing),
         stale_after_s=p.stale_after_s, sink_on_error=cfg.sinks.on_error, explainer=explainer)
+
+
+def _classify_with_the_maps(classifier) -> None:
+    """With explain maps on, faces are classified by the eager model in the pass that makes their maps: a graph
+    would never run, so it is dropped. A backend whose graph is its own network (repvgg-fer-int8), not a frozen
+    copy of the model (cpu_graph_kind), gets its user told."""
+    if classifier.graph is None:
+        return
+    if classifier.cpu_graph_kind is None:
+        logger.warning(f"classifier {classifier.name}: explain maps are on, so faces are classified by its float "
+                       "model in the pass that makes their maps; its own network runs with explain.enabled = false")
+    classifier.graph = None
 
 
 class StatusWriter:

@@ -69,3 +69,14 @@ def test_no_graph_is_a_warning_and_the_eager_model_classifies(models_dir, monkey
     assert len(lines) == 1 and "no frozen CPU graph" in lines[0] and "freezing is not supported" in lines[0]
     crops = face_crops(astronaut_bgr)
     np.testing.assert_allclose(classifier.predict_crops(crops), eager_probs(classifier, crops), atol=1e-6)
+
+
+def test_explain_timings_add_the_maps_to_the_eager_pass_and_show_the_graph_beside(models_dir, monkeypatch,
+                                                                                  astronaut_bgr):
+    from emocam.explain.timing import mode_costs
+
+    classifier = build_classifier(config(models_dir, monkeypatch), "repvgg-fer")
+    face = Face(np.array([150, 20, 330, 220], np.float32), 0.99)
+    costs = mode_costs(classifier, astronaut_bgr, [face], repeats=1, rounds=1)
+    assert list(costs) == ["faces", "classify_only", "classify_graph", "activation", "cam", "gradcam"]
+    assert classifier.graph is not None  # the eager baseline ran on a copy

@@ -3,6 +3,7 @@ explain annotator on the publish thread (a cached frame, and a frame that brings
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import replace
 
@@ -29,12 +30,19 @@ def _median_ms(fn, repeats: int) -> float:
 
 
 def mode_costs(classifier, frame: np.ndarray, faces: list[Face], repeats: int = 20, rounds: int = 3) -> dict:
-    """ms per face: plain classification, then each mode's classify() + smooth() (the whole explain path of one
-    analysis: hooks, maps, normalisation, statistics, smoothing). The modes take turns for `rounds` rounds and
-    each keeps its best median, so a burst of load on a shared machine does not land on one mode only."""
+    """ms per face: plain classification (eager, and through the classifier's graph if it has one), then each
+    mode's classify() + smooth() (the whole explain path of one analysis: hooks, maps, normalisation, statistics,
+    smoothing). The modes take turns for `rounds` rounds and each keeps its best median, so a burst of load on a
+    shared machine does not land on one mode only."""
     n = max(1, len(faces))
     tracked = [replace(f, track_id=i + 1) for i, f in enumerate(faces)]
-    runs = {"classify_only": lambda: classifier.classify(frame, faces)}
+    # The maps ride on the eager model's pass, so the baseline they add to is the eager classification; the graph
+    # (a frozen CPU copy, or int8) is what classifying without maps costs.
+    eager = copy.copy(classifier)
+    eager.graph = None
+    runs = {"classify_only": lambda: eager.classify(frame, faces)}
+    if classifier.graph is not None:
+        runs["classify_graph"] = lambda: classifier.classify(frame, faces)
     for mode in ("activation", "cam", "gradcam"):
         explainer = Explainer(classifier, ExplainConfig(mode=mode))
         runs[mode] = lambda e=explainer: e.smooth(e.classify(frame, tracked))
