@@ -4,6 +4,7 @@ network they define, close to the float one, and refuses calibrations that do no
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from emocam.train.emotion_data import labels_csv_samples, load_faces
 from emocam.types import EMOTIONS, Face
 from emocam.weights import WeightStore
 
+ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.weights,
               pytest.mark.skipif(quantize.engine() is None, reason="this torch has no x86 int8 kernels")]
 
@@ -53,12 +55,41 @@ def test_shipped_int8_model_agrees_with_the_float_one(store, public_test):
     assert set(int8.weights_sha256) == {"repvgg_fer", "repvgg_fer_int8"}
 
 
-def test_explain_maps_come_from_the_float_model(store, astronaut_bgr):
+def test_explain_maps_and_their_probabilities_come_from_the_float_model(store, astronaut_bgr):
     int8 = RepVGGInt8Classifier(RepVGGInt8Options(), torch.device("cpu"), store)
+    float32 = RepVGGClassifier(RepVGGOptions(), torch.device("cpu"), store)
     face = Face(np.array([150, 20, 330, 220], np.float32), 0.99)
     explained = Explainer(int8).classify(astronaut_bgr, [face])[0]
     assert explained.explanation is not None and len(explained.explanation.maps) == len(int8.model.blocks) + 1
-    assert np.argmax(explained.probs) == np.argmax(int8.classify(astronaut_bgr, [face])[0].probs)
+    np.testing.assert_allclose(explained.probs, float32.classify(astronaut_bgr, [face])[0].probs, atol=1e-5)
+    assert not np.allclose(explained.probs, int8.classify(astronaut_bgr, [face])[0].probs, atol=1e-5)
+
+
+def test_the_daemon_with_explain_maps_drops_the_int8_network_and_says_so(models_dir, monkeypatch, tmp_path):
+    from loguru import logger
+
+    from emocam.config import load_config
+    from emocam.daemon import build_pipeline
+
+    monkeypatch.setenv("EMOCAM_MODELS", str(models_dir))
+    base = ["source.name=demo", "sinks.enabled=[]", f'session.root="{tmp_path}"', "classifier.name=repvgg-fer-int8"]
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        explained = build_pipeline(load_config(ROOT / "config.toml", base))
+        plain = build_pipeline(load_config(ROOT / "config.toml", [*base, "explain.enabled=false"]))
+    finally:
+        logger.remove(sink)
+    assert explained.explainer is not None and explained.analyzer.classifier.graph is None
+    assert plain.explainer is None and plain.analyzer.classifier.graph is not None
+    assert len(lines) == 1 and "explain.enabled = false" in lines[0]
+
+
+def test_a_calibration_of_another_variant_is_refused(store, tmp_path):
+    doc = torch.load(store.path("repvgg_fer_int8"), weights_only=True)
+    torch.save({**doc, "arch": "repvggplus-fer-xs"}, tmp_path / "xs.pth")
+    with pytest.raises(WeightsError, match="measured for repvggplus-fer-xs.*--arch"):
+        RepVGGInt8Classifier(RepVGGInt8Options(calibration=str(tmp_path / "xs.pth")), torch.device("cpu"), store)
 
 
 def test_a_calibration_of_other_weights_is_refused(store, tmp_path):
@@ -96,6 +127,16 @@ def test_calibration_missing_layers_is_refused(store, tmp_path):
 def test_int8_runs_on_a_cpu_only(store):
     with pytest.raises(ConfigError, match="runs on a CPU.*repvgg-fer"):
         RepVGGInt8Classifier(RepVGGInt8Options(), torch.device("cuda"), store)
+
+
+def test_a_torch_without_int8_kernels_gets_one_line_of_advice(store, fer_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(quantize, "engine", lambda: None)
+    with pytest.raises(ConfigError, match="int8 kernels and FX quantization.*use repvgg-fer"):
+        RepVGGInt8Classifier(RepVGGInt8Options(), torch.device("cpu"), store)
+    assert main(["train", "quantize", "--data", str(fer_folder), "--out", str(tmp_path / "x.pth")]) == 2
+    err = capsys.readouterr().err
+    assert "int8 inference is not available here" in err and "Traceback" not in err
+    assert not (tmp_path / "x.pth").exists()
 
 
 def test_quantize_cli_writes_a_calibration_the_backend_runs(store, fer_folder, data_dir, tmp_path, capsys,

@@ -32,12 +32,15 @@ class RepVGGInt8Classifier(RepVGGClassifier):
             raise ConfigError(f"classifier repvgg-fer-int8 runs on a CPU, not {device.type}: use repvgg-fer there "
                               "(or runtime.device = \"cpu\")")
         if quantize.engine() is None:
-            raise ConfigError("classifier repvgg-fer-int8 needs torch's x86 int8 kernels, which this torch or CPU "
-                              f"lacks (engines: {', '.join(torch.backends.quantized.supported_engines)}); use "
-                              "repvgg-fer")
+            raise ConfigError("classifier repvgg-fer-int8 needs torch's x86 int8 kernels and FX quantization, which "
+                              "this torch or CPU lacks (quantized engines: "
+                              f"{', '.join(torch.backends.quantized.supported_engines)}); use repvgg-fer")
         super().__init__(options, device, weights)
         where = f"classifier.repvgg-fer-int8.calibration = {options.calibration!r}"
         doc, self._calibration_sha256 = _load_calibration(options.calibration, weights, where)
+        if doc.get("arch") != self.arch:  # one file can fit two variants (fer-m, face64-m) of other input sizes
+            raise WeightsError(f"{where}: measured for {doc.get('arch')}, these weights run as {self.arch}; run "
+                               "`emocam train quantize` (with --arch) for them")
         if doc.get("weights_sha256") != self._sha256:
             raise WeightsError(f"{where}: measured for other weights (sha256 {str(doc.get('weights_sha256'))[:12]}..."
                                f", these are {self._sha256[:12]}...); run `emocam train quantize` for them")

@@ -2,7 +2,7 @@
 
 A deploy-form RepVGG-Plus is a stack of 3x3 convolutions and ReLUs, the textbook case for int8: weights per
 output channel, activations per tensor with ranges measured once on training faces ("calibration"). Only those
-ranges are stored (the observers' state, ~100 KB); the float weights stay in their own file, so a calibration
+ranges are stored (the observers' state, ~280 KB); the float weights stay in their own file, so a calibration
 names the sha256 of the weights it was measured with.
 
 torch 2.13 marks this API (torch.ao FX quantization) deprecated for torchao's, which is not a dependency here;
@@ -32,15 +32,33 @@ ENGINES = ("x86", "fbgemm")
 def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)  # observer notes on reduce_range and the like
+        # observer notes (reduce_range, qparams before calibration): about choices made here on purpose; only
+        # these calls run under it
+        warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the input size is fixed by design
         yield
 
 
 def engine() -> str | None:
-    """The quantized engine this torch offers for int8 convolutions on this CPU, or None."""
+    """The quantized engine this torch offers for int8 convolutions on this CPU; None where it has none, or no
+    longer has the FX quantization API this module uses."""
+    try:
+        import torch.ao.quantization.quantize_fx  # noqa: F401
+    except ImportError:
+        return None
     supported = set(torch.backends.quantized.supported_engines)
     return next((e for e in ENGINES if e in supported), None)
+
+
+@contextmanager
+def _engine():
+    """torch's quantized engine set to engine() while weights are packed, then put back: it is process-wide."""
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine()
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
 
 
 def prepare(model: torch.nn.Module, size: int) -> torch.nn.Module:
@@ -48,9 +66,8 @@ def prepare(model: torch.nn.Module, size: int) -> torch.nn.Module:
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx
 
-    torch.backends.quantized.engine = engine() or torch.backends.quantized.engine
     eager = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
-    with _quiet():
+    with _quiet(), _engine():
         return prepare_fx(eager, get_default_qconfig_mapping(QCONFIG), example_inputs=(torch.zeros(1, 1, size, size),))
 
 
@@ -82,7 +99,7 @@ def convert(prepared: torch.nn.Module, size: int) -> torch.jit.ScriptModule:
     from torch.ao.quantization.quantize_fx import convert_fx
 
     example = torch.zeros(1, 1, size, size)
-    with _quiet(), torch.inference_mode():
+    with _quiet(), _engine(), torch.inference_mode():
         graph = torch.jit.freeze(torch.jit.trace(convert_fx(copy.deepcopy(prepared)), example))
         graph(example)
     return graph

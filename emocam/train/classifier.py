@@ -369,15 +369,16 @@ def save_atomic(path: Path, payload) -> Path:
 def predict_classes(model: torch.nn.Module, images: np.ndarray, device: torch.device | str = "cpu",
                     batch: int = 512) -> np.ndarray:
     """Class indices for (N, S, S) uint8 faces, unaugmented, in eval mode (the model's mode is kept)."""
-    was_training = getattr(model, "training", False)  # a frozen TorchScript graph has no mode
-    if was_training:
+    frozen = isinstance(model, torch.jit.ScriptModule)  # a frozen graph (int8, emocam/nets/quantize.py) has no mode
+    was_training = not frozen and model.training
+    if not frozen:
         model.eval()
     out = []
     for i in range(0, len(images), batch):
         x = normalise_u8(torch.from_numpy(images[i:i + batch]).unsqueeze(1)).to(device)
         out.append(model(x).argmax(1).cpu())
-    if was_training:
-        model.train()
+    if not frozen:
+        model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros(0, np.int64)
 
 

@@ -19,7 +19,7 @@ HELP = """\
 --weights names repvgg-fer's weights as classifier.repvgg-fer.weights does (a name in models/manifest.toml or a
 deploy.pt of `emocam train classifier`). --faces training faces of --data (any layout `train classifier` reads),
 drawn with a fixed seed and without augmentation, go through the network once while each layer's activation range
-is recorded; OUT stores those ranges and the sha256 of the weights (~100 KB). Use it with
+is recorded; OUT stores those ranges and the sha256 of the weights (~280 KB: a histogram per layer). Use it with
   --set classifier.name=repvgg-fer-int8 --set classifier.repvgg-fer-int8.calibration=OUT
 (and classifier.repvgg-fer-int8.weights = the same weights). --val-labels scores the float and the int8 network
 on labelled faces (e.g. ../shared/data/eval/emotion/labels.csv with --val-filter-prefix fer2013_PublicTest_)."""
@@ -30,6 +30,8 @@ def register(sub, parents) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, metavar="PATH", help="training faces (as for train classifier)")
     p.add_argument("--weights", default="repvgg_fer", metavar="NAME|FILE", help="default %(default)s")
+    p.add_argument("--arch", metavar="VARIANT",
+                   help="the variant of weights whose tensors fit two (as classifier.repvgg-fer.arch)")
     p.add_argument("--faces", type=int, default=2048, metavar="N", help="calibration faces (default %(default)s)")
     p.add_argument("--out", type=Path, required=True, metavar="FILE", help="the calibration file to write")
     p.add_argument("--val-labels", type=Path, metavar="CSV", help="file,label CSV to score both networks on")
@@ -44,16 +46,17 @@ def run(args: argparse.Namespace, cfg=None) -> int:
     from emocam.config import load_config
     from emocam.weights import WeightStore
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.out.exists():
         raise EmoCamError(f"{args.out} exists: pick another --out")
-    if args.faces < 1:
-        raise EmoCamError("--faces: at least 1")
+    if args.faces < 1 or (args.threads is not None and args.threads < 1):
+        raise EmoCamError("--faces and --threads: at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if quantize.engine() is None:
-        raise EmoCamError("this torch or CPU has no x86 int8 kernels: int8 inference is not available here")
+        raise EmoCamError("this torch or CPU has no x86 int8 kernels or no FX quantization: int8 inference is not "
+                          "available here")
     cfg = cfg or load_config()
-    classifier = RepVGGClassifier(RepVGGOptions(weights=args.weights), torch.device("cpu"),
+    classifier = RepVGGClassifier(RepVGGOptions(weights=args.weights, arch=args.arch), torch.device("cpu"),
                                   WeightStore(cfg.models_dir))
     samples = find_samples(args.data)
     chosen = np.sort(np.random.default_rng(0).permutation(len(samples))[:args.faces])
