@@ -69,6 +69,16 @@ class WeightStore:
             self._verified.add(name)
         return path
 
+    def locate(self, ref: str) -> tuple[Path, str]:
+        """The file and sha256 of a weights setting: a file it names (hashed here), or a manifest entry's file
+        (verified against the manifest). Raises WeightsError for a named file that does not exist."""
+        if names_a_file(ref):
+            path = Path(ref).expanduser()
+            if not path.is_file():
+                raise WeightsError(f"no such file {path}")
+            return path, sha256_file(path)
+        return self.path(ref), self.sha256(ref)
+
     def sha256(self, name: str) -> str:
         return self.entry(name)["sha256"]
 

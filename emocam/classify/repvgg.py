@@ -23,7 +23,7 @@ from emocam.errors import WeightsError
 from emocam.nets.repvgg_plus import VARIANTS, load_deployed, matching_variants, normalise_u8
 from emocam.train.emotion_data import resize_face
 from emocam.types import Face
-from emocam.weights import names_a_file, sha256_file
+from emocam.weights import names_a_file
 
 
 class RepVGGOptions(BaseModel):
@@ -44,7 +44,7 @@ class RepVGGClassifier(Classifier):
     def __init__(self, options: RepVGGOptions, device: torch.device, weights):
         super().__init__(options, device, weights)
         if names_a_file(options.weights):
-            arch, state, self._sha256 = self._from_file(Path(options.weights).expanduser(), options.arch)
+            arch, state, self._sha256 = self._from_file(options.weights, options.arch, weights)
         else:
             entry = weights.entry(options.weights)
             arch = entry.get("arch")
@@ -59,11 +59,13 @@ class RepVGGClassifier(Classifier):
         self.model = load_deployed(arch, state, device)
 
     @staticmethod
-    def _from_file(path: Path, arch: str | None) -> tuple[str, dict[str, torch.Tensor], str]:
-        where = f"classifier.repvgg-fer.weights = {str(path)!r}"
-        if not path.is_file():
-            raise WeightsError(f"{where}: no such file; give a deploy.pt from `emocam train classifier` or a name "
-                               "in models/manifest.toml")
+    def _from_file(ref: str, arch: str | None, weights) -> tuple[str, dict[str, torch.Tensor], str]:
+        where = f"classifier.repvgg-fer.weights = {ref!r}"
+        try:
+            path, sha256 = weights.locate(ref)
+        except WeightsError as exc:
+            raise WeightsError(f"{where}: {exc}; give a deploy.pt from `emocam train classifier` or a name in "
+                               "models/manifest.toml") from None
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
@@ -81,7 +83,7 @@ class RepVGGClassifier(Classifier):
         if arch is not None and arch not in fits:
             raise WeightsError(f"{where}: these are {' or '.join(fits)} weights, not {arch} "
                                "(classifier.repvgg-fer.arch)")
-        return arch or fits[0], state, sha256_file(path)
+        return arch or fits[0], state, sha256
 
     def crop(self, frame_bgr: np.ndarray, face: Face) -> np.ndarray:
         return resize_face(fer_gray_crop(frame_bgr, face.box), self.size)

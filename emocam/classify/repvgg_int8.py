@@ -6,15 +6,12 @@ maps come from the float model, as with repvgg-fer; their probabilities are the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from emocam.classify import CLASSIFIERS
 from emocam.classify.repvgg import RepVGGClassifier, RepVGGOptions
 from emocam.errors import ConfigError, WeightsError
 from emocam.nets import quantize
-from emocam.weights import names_a_file, sha256_file
 
 
 class RepVGGInt8Options(RepVGGOptions):
@@ -57,13 +54,10 @@ class RepVGGInt8Classifier(RepVGGClassifier):
 
 
 def _load_calibration(ref: str, store, where: str) -> tuple[dict, str]:
-    if names_a_file(ref):
-        path = Path(ref).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"{where}: no such file; write one with `emocam train quantize`")
-        sha = sha256_file(path)
-    else:
-        path, sha = store.path(ref), store.sha256(ref)
+    try:
+        path, sha = store.locate(ref)
+    except WeightsError as exc:
+        raise WeightsError(f"{where}: {exc}; write one with `emocam train quantize`") from None
     try:
         doc = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice

@@ -27,7 +27,7 @@ from emocam.nets.yolov7_tiny import (
     N_LANDMARKS, YOLOv7Tiny, build_from_state_dict, official_state_dict, weights_state_dict,
 )
 from emocam.types import Face
-from emocam.weights import WeightStore, names_a_file, sha256_file
+from emocam.weights import WeightStore
 
 DEFAULT_WEIGHTS = "yolov7_tiny_face"
 PAD = 114
@@ -71,15 +71,10 @@ class YOLOv7TinyDetector(Detector):
         self.model = model.fuse().to(device).eval()
 
     def _resolve(self, ref: str) -> tuple[Path, str]:
-        if names_a_file(ref):
-            path = Path(ref).expanduser()
-            if not path.is_file():
-                raise WeightsError(f"detector.yolov7-tiny.weights: no file {path}; " + NO_WEIGHTS_HELP.format(name=ref))
-            return path, sha256_file(path)
         try:
-            return self.weights.path(ref), self.weights.sha256(ref)
+            return self.weights.locate(ref)
         except WeightsError as exc:
-            raise WeightsError(f"{exc}. Also: {NO_WEIGHTS_HELP.format(name=ref)}") from None
+            raise WeightsError(f"detector.yolov7-tiny.weights: {exc}; {NO_WEIGHTS_HELP.format(name=ref)}") from None
 
     @property
     def weights_sha256(self) -> dict[str, str]:
