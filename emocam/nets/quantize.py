@@ -21,8 +21,11 @@ import torch
 from emocam.nets.repvgg_plus import normalise_u8
 
 FORMAT = "emocam-repvgg-int8-v1"
-# torch's x86 recipe: 7-bit activation ranges ("reduce_range"), so that CPUs without VNNI, whose int8 dot products
-# add pairs into 16 bits, cannot overflow; per-channel symmetric weights.
+# torch's x86 recipe: per-channel symmetric weights, and 7-bit activation ranges ("reduce_range") so that CPUs
+# without VNNI, whose int8 dot products add pairs into 16 bits, cannot overflow. A CPU with VNNI adds into 32 bits
+# and gets the full 8 bits (full_range()): fer-xw agrees with its float model on 96.6 % of PublicTest instead of
+# 94.2 %, and its int8 kernels match their saturation-free float emulation more closely, not less (measured).
+# The observers' state is the same either way, so one calibration file serves both.
 QCONFIG = "x86"
 # The quantized kernels: x86 (fbgemm or oneDNN chosen per layer) where torch has it, else fbgemm.
 ENGINES = ("x86", "fbgemm")
@@ -61,14 +64,38 @@ def _engine():
         torch.backends.quantized.engine = before
 
 
-def prepare(model: torch.nn.Module, size: int) -> torch.nn.Module:
-    """The float deploy model with observers after each layer (on the CPU, in eval mode)."""
-    from torch.ao.quantization import get_default_qconfig_mapping
+def full_range() -> bool:
+    """Whether this CPU's int8 dot products accumulate in 32 bits (AVX512-VNNI), so 8-bit activations are safe."""
+    return bool(torch.cpu._is_vnni_supported())
+
+
+def qconfig_mapping(full: bool):
+    """torch's x86 mapping, with 8-bit instead of 7-bit activation ranges where `full`."""
+    from torch.ao.quantization import HistogramObserver, get_default_qconfig_mapping
+
+    mapping = get_default_qconfig_mapping(QCONFIG)
+    if not full:
+        return mapping
+    reduced = mapping.global_qconfig.activation
+    # the ops that follow the global qconfig (conv, mul, ...) or share its activation observer get the full one;
+    # sigmoid and the like keep their fixed ranges
+    widened = HistogramObserver.with_args(reduce_range=False)
+    mapping.set_global(mapping.global_qconfig._replace(activation=widened))
+    for kind, qconfig in list(mapping.object_type_qconfigs.items()):
+        if qconfig is not None and qconfig.activation is reduced:
+            mapping.set_object_type(kind, qconfig._replace(activation=widened))
+    return mapping
+
+
+def prepare(model: torch.nn.Module, size: int, full: bool | None = None) -> torch.nn.Module:
+    """The float deploy model with observers after each layer (on the CPU, in eval mode); 8-bit activation ranges
+    where `full` (default: full_range())."""
     from torch.ao.quantization.quantize_fx import prepare_fx
 
+    full = full_range() if full is None else full
     eager = copy.deepcopy(model).cpu().to(memory_format=torch.contiguous_format).eval()
     with _quiet(), _engine():
-        return prepare_fx(eager, get_default_qconfig_mapping(QCONFIG), example_inputs=(torch.zeros(1, 1, size, size),))
+        return prepare_fx(eager, qconfig_mapping(full), example_inputs=(torch.zeros(1, 1, size, size),))
 
 
 @torch.inference_mode()
