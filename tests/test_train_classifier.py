@@ -18,8 +18,8 @@ from emocam.cli import main
 from emocam.errors import EmoCamError
 from emocam.nets.repvgg_plus import build_repvgg_plus, load_deployed, normalise_u8
 from emocam.train import emotion_data
-from emocam.train.classifier import (Recipe, Trainer, augment, build_teacher, class_weights, load_init,
-                                     lr_factor, teacher_networks, teacher_probabilities)
+from emocam.train.classifier import (Recipe, Trainer, augment, build_teacher, class_weights, cpu_bf16_supported,
+                                     load_init, lr_factor, teacher_networks, teacher_probabilities)
 from emocam.train.emotion_data import (FaceArrays, affectnet_samples, find_samples, image_folder_samples,
                                        labels_csv_samples, load_faces)
 from emocam.types import EMOTIONS
@@ -181,13 +181,17 @@ def batch_loss(trainer: Trainer, faces: FaceArrays) -> float:
     return float(torch.nn.functional.cross_entropy(logits, torch.from_numpy(faces.labels)))
 
 
-def test_a_few_steps_on_real_faces_lower_the_loss(faces):
+@pytest.mark.parametrize("cpu_bf16", [False, True], ids=["float32", "bfloat16"])
+def test_a_few_steps_on_real_faces_lower_the_loss(faces, cpu_bf16):
     """32 steps on 64 real faces, augmentation and smoothing off: the loss can only reflect learning."""
+    if cpu_bf16 and not cpu_bf16_supported():
+        pytest.skip("this CPU has no native bfloat16 (AVX512-BF16 or AMX)")
     torch.set_num_threads(1)  # on a busy 2-core machine a second thread mostly waits for the first
     pick = np.concatenate([np.flatnonzero(faces.labels == c)[:10] for c in range(7)])[:64]
     few = FaceArrays(faces.images[pick], faces.labels[pick])
     plain = tiny_recipe(epochs=8, batch_size=16, lr=0.05, label_smoothing=0.0, class_weight_power=0.0,
-                        max_rotation_deg=0, scale_range=(1, 1), max_shift=0, brightness=0, contrast=0, erase_prob=0)
+                        max_rotation_deg=0, scale_range=(1, 1), max_shift=0, brightness=0, contrast=0, erase_prob=0,
+                        cpu_bf16=cpu_bf16)
     trainer = Trainer(plain, few, "unused", torch.device("cpu"))
     before = batch_loss(trainer, few)
     losses = [trainer.train_epoch()["train_loss"] for _ in range(plain.epochs)]
@@ -418,6 +422,30 @@ def test_online_distillation_follows_the_teacher_on_the_batches_the_student_sees
     with pytest.raises(ValueError, match="one of them"):
         Trainer(plain, few, "unused", torch.device("cpu"), soft_targets=np.zeros((64, 7), np.float32),
                 teachers=[teacher])
+
+
+def test_mirrored_online_teachers_average_each_batch_and_its_mirror_image(faces):
+    few = FaceArrays(faces.images[:16], faces.labels[:16])
+    teacher = LookUpTeacher(few)
+    recipe = tiny_recipe(teachers=("look-up",), distill_weight=0.5, distill_online=True, distill_mirror=True)
+    trainer = Trainer(recipe, few, "unused", torch.device("cpu"), teachers=[teacher])
+    x = normalise_u8(torch.from_numpy(few.images[:4]).unsqueeze(1))
+    targets = trainer.teach(x)
+    assert [tuple(t.shape) for t in teacher.inputs] == [(4, 1, 48, 48)] * 2
+    assert torch.equal(teacher.inputs[0], x) and torch.equal(teacher.inputs[1], x.flip(3))
+    expected = (torch.softmax(teacher(x), 1) + torch.softmax(teacher(x.flip(3)), 1)) / 2
+    torch.testing.assert_close(targets, expected)
+
+
+def test_cli_mirror_teachers_and_bfloat16_are_checked(fer_files, tmp_path, capsys, monkeypatch):
+    data = image_folder(fer_files, tmp_path / "faces", 8)
+    base = ["train", "classifier", "--data", str(data), "--epochs", "1", "--batch-size", "16", "--threads", "1"]
+    assert main(base + ["--out", str(tmp_path / "a"), "--teacher", "repvgg-fer", "--distill-mirror"]) == 2
+    assert "--distill-mirror: for --teacher with --distill-online" in capsys.readouterr().err
+    monkeypatch.setattr("emocam.train.classifier.cpu_bf16_supported", lambda: False)
+    assert main(base + ["--out", str(tmp_path / "b"), "--cpu-bf16", "--device", "cpu"]) == 2
+    assert "--cpu-bf16: this CPU has no fast bfloat16" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "last.pt").exists()
 
 
 def test_online_teachers_are_repvgg_networks_of_the_students_input(models_dir):

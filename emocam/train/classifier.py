@@ -70,6 +70,12 @@ class Recipe:
     teachers: tuple[str, ...] = ()
     distill_weight: float = 0.0
     distill_online: bool = False
+    # Online teachers average each image and its mirror image, as offline ones always do: a network is not
+    # mirror-symmetric, and averaging both views is a better teacher (fer-xw: 0.6906 -> 0.7005 on PublicTest).
+    distill_mirror: bool = False
+    # bfloat16 autocast on a CPU too (on CUDA it is always on): ~1.7x the images a second on a CPU with AVX512-BF16
+    # (measured here, fer-xw). Batch norm statistics, validation and exports stay float32.
+    cpu_bf16: bool = False
     # After each epoch the batch-norm statistics that inference uses are measured again on this many training
     # faces without augmentation (a fixed draw): training's running averages describe augmented batches (erased
     # patches, jittered contrast), which the faces a classifier is given are not. Measured on FER2013 PublicTest:
@@ -186,7 +192,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, self.steps_per_epoch, self.recipe))
         # bfloat16 needs no loss scaling, whose overflow check would wait for the GPU at every step
-        self.amp = device.type == "cuda"
+        self.amp = device.type == "cuda" or recipe.cpu_bf16
         self.gen = torch.Generator().manual_seed(recipe.seed)  # the order of the faces; checkpointed
         self.augment_gen = torch.Generator(device)  # on the device, seeded from self.gen each epoch
         self.epoch = 0  # epochs done
@@ -283,7 +289,8 @@ class Trainer:
     @torch.no_grad()
     def teach(self, x: torch.Tensor) -> torch.Tensor:
         """The teacher networks' averaged probabilities for the student's own (augmented) batch."""
-        return torch.stack([F.softmax(t(x).float(), 1) for t in self.teachers]).mean(0)
+        views = (x, x.flip(3)) if self.recipe.distill_mirror else (x,)
+        return torch.stack([F.softmax(t(v).float(), 1) for t in self.teachers for v in views]).mean(0)
 
     def predict(self, images: np.ndarray, model: torch.nn.Module | None = None, batch: int = 512) -> np.ndarray:
         """Class indices for (N, S, S) uint8 faces, as the classifier backend would see them (no augmentation)."""
@@ -482,6 +489,11 @@ def load_init(model: RepVGGPlus, path: Path) -> None:
     model.load_state_dict(keep, strict=False)
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN has native bfloat16 kernels on this CPU (elsewhere autocast would emulate them, slowly)."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 # ---- command line ------------------------------------------------------------------------------------------------
 def register(sub, parents) -> None:
     p = sub.add_parser("classifier", parents=parents, help="train a RepVGG-Plus emotion classifier",
@@ -518,6 +530,11 @@ def register(sub, parents) -> None:
     p.add_argument("--distill-online", action="store_true",
                    help="the teachers see every augmented batch the student sees (consistent targets; a teacher "
                         "forward pass per step; RepVGG-Plus teachers of the student's input size)")
+    p.add_argument("--distill-mirror", action="store_true",
+                   help="with --distill-online: the teachers average each image and its mirror image (a second "
+                        "teacher pass per step)")
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="bfloat16 autocast when training on a CPU that supports it (CUDA always uses it)")
     p.add_argument("--bn-calibration-faces", type=int, default=d.bn_calibration_faces, metavar="N",
                    help="after each epoch, batch-norm statistics for inference measured again on N unaugmented "
                         f"training faces (default {d.bn_calibration_faces}; 0: keep training's running averages)")
@@ -552,12 +569,20 @@ def run(args: argparse.Namespace, cfg=None) -> int:
             raise EmoCamError(f"{last} exists: pass --resume to continue it or pick another --out")
         if args.teacher and not 0 < args.distill_weight <= 1:
             raise EmoCamError(f"--distill-weight {args.distill_weight}: must be in (0, 1]")
+        if args.distill_mirror and not (args.teacher and args.distill_online):
+            raise EmoCamError("--distill-mirror: for --teacher with --distill-online (offline teachers always "
+                              "average each face and its mirror)")
         recipe = Recipe(arch=args.arch, epochs=args.epochs or Recipe.epochs, batch_size=args.batch_size, lr=args.lr,
                         label_smoothing=args.label_smoothing, class_weight_power=args.class_weight_power,
                         weight_decay=args.weight_decay, erase_prob=args.erase_prob, seed=args.seed,
                         teachers=tuple(args.teacher), distill_weight=args.distill_weight if args.teacher else 0.0,
                         distill_online=bool(args.teacher) and args.distill_online,
+                        distill_mirror=bool(args.teacher) and args.distill_online and args.distill_mirror,
+                        cpu_bf16=args.cpu_bf16,
                         bn_calibration_faces=max(0, args.bn_calibration_faces))
+    if recipe.cpu_bf16 and device.type == "cpu" and not cpu_bf16_supported():
+        raise EmoCamError("--cpu-bf16: this CPU has no fast bfloat16 (AVX512-BF16 or AMX); train without it"
+                          + (" (the checkpoint's recipe has it: resume on a CPU that does)" if state else ""))
     size = VARIANTS[recipe.arch].input_size
     cache = args.out / "cache"
     train = load_faces(find_samples(args.data), size, cache, "decode training faces")
