@@ -27,4 +27,5 @@ def build_classifier(cfg: Config, name: str | None = None, options=None) -> Clas
         classifier.precision = torch.float16
     if cfg.classifier.cpu_graph:
         classifier.use_cpu_graph()
+    classifier.mirror = cfg.classifier.mirror
     return classifier

@@ -100,6 +100,8 @@ class ClassifierConfig(BackendSection):
     batch_size: int = Field(8, ge=1)
     # On a CPU, classify through a frozen TorchScript graph of the model (Classifier.use_cpu_graph).
     cpu_graph: bool = True
+    # Average each face's logits with its mirror image's (Classifier.mirror): twice the work a face.
+    mirror: bool = False
 
     def _registry_obj(self):
         from emocam.classify import CLASSIFIERS

@@ -76,6 +76,9 @@ class Explainer:
         x = self.classifier.preprocess(crops).to(self.classifier.device)
         with self.classifier.autocast():
             logits, maps = self.mode(x)
+            if self.classifier.mirror:  # as predict_crops; outside mode()'s hooks, so the maps stay the face's own
+                with torch.no_grad():
+                    logits = (logits.float() + self.classifier.model(x.flip(3)).float()) / 2
         probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
         return probs, {name: maps[name].cpu().numpy() for name in self.layers}
 
