@@ -277,6 +277,23 @@ def test_timing_builds_for_each_thread_count_and_puts_the_callers_back():
     assert [(t.classifier, t.threads) for t in times] == [("gray", 1)]  # nothing to time at 2: left out
 
 
+def test_speed_times_a_classifier_mirrored_beside_itself(capsys, stand_ins, crops, monkeypatch):
+    mirrored_calls = []
+
+    class Recording(GrayClassifier):
+        def predict_crops(self, crops_bgr):
+            mirrored_calls.append(self.mirror)
+            return super().predict_crops(crops_bgr)
+
+    monkeypatch.setitem(CLASSIFIERS._items, GrayClassifier.name, Recording)
+    code, r = run_json(capsys, ["eval", "speed", "--labels", str(crops), "--classifiers", "test-gray,test-gray+mirror",
+                                "--threads", "1", "--rounds", "1", "--warmup", "0", *stand_ins])
+    assert code == 0 and [t["classifier"] for t in r["per_face"]] == ["test-gray", "test-gray+mirror"]
+    assert mirrored_calls.count(True) == mirrored_calls.count(False) == 8  # 8 faces, each once a round
+    assert main(["eval", "speed", "--labels", str(crops), "--classifiers", "nope+mirror", *stand_ins]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
 def test_speed_table_compares_with_the_first_classifier(capsys, stand_ins, crops, monkeypatch):
     class SlowGray(GrayClassifier):
         name = "test-gray-slow"

@@ -90,7 +90,8 @@ def register(sub, parents) -> None:
                          description=SPEED_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--labels", type=Path, required=True, metavar="CSV", help="CSV with a file column (face crops)")
     s.add_argument("--classifiers", type=_names, metavar="A,B",
-                   help="classifier backends, compared with the first (default: every registered one)")
+                   help="classifier backends, compared with the first (default: every registered one); NAME+mirror "
+                        "times NAME with classifier.mirror on, e.g. mini-xception,repvgg-fer-int8+mirror")
     s.add_argument("--filter-prefix", metavar="P", help="only rows whose file starts with P")
     s.add_argument("--limit", type=_positive, default=300, metavar="N",
                    help="faces timed (the first N rows, default %(default)s)")
@@ -231,6 +232,9 @@ def _classifier_table(r: dict) -> str:
 
 # --- speed --------------------------------------------------------------------------------------------------------
 
+MIRRORED = "+mirror"  # eval speed --classifiers NAME+mirror: NAME with classifier.mirror on
+
+
 def run_speed(args: argparse.Namespace, cfg: Config) -> int:
     from emocam.backends import build_classifier
     from emocam.classify import CLASSIFIERS
@@ -240,7 +244,7 @@ def run_speed(args: argparse.Namespace, cfg: Config) -> int:
 
     names = args.classifiers or CLASSIFIERS.names()
     for name in names:  # an unknown name or an absent GPU fails before the faces are read
-        CLASSIFIERS.get(name)
+        CLASSIFIERS.get(name.removesuffix(MIRRORED))
     device = str(select_device(cfg.runtime))
     left_out: set[str] = set()
 
@@ -249,7 +253,8 @@ def run_speed(args: argparse.Namespace, cfg: Config) -> int:
         built = {}
         for name in names:
             try:
-                built[name] = build_classifier(made_with, name)
+                built[name] = build_classifier(made_with, name.removesuffix(MIRRORED))
+                built[name].mirror = built[name].mirror or name.endswith(MIRRORED)
             except EmoCamError as exc:  # of every registered one, time those that run here; a named one must
                 if args.classifiers:
                     raise
@@ -284,10 +289,10 @@ def _speed_table(r: dict) -> str:
     first = {t["threads"]: t for t in rows if t["classifier"] == rows[0]["classifier"]}
     lines = [f"ms a face, one face a call, {r['faces']} faces x {r['rounds']} rounds on {r['device']} "
              "(median round; fastest in brackets)",
-             f"{'threads':>7}  {'classifier':<16}{'wall':>16}{'CPU':>16}  CPU / {rows[0]['classifier']}"]
+             f"{'threads':>7}  {'classifier':<23}{'wall':>16}{'CPU':>16}  CPU / {rows[0]['classifier']}"]
     for t in rows:
         ratio = t["cpu_ms"] / first[t["threads"]]["cpu_ms"]
-        lines.append(f"{t['threads']:>7}  {t['classifier']:<16}{t['wall_ms']:>8.3f} ({t['wall_ms_min']:.3f})"
+        lines.append(f"{t['threads']:>7}  {t['classifier']:<23}{t['wall_ms']:>8.3f} ({t['wall_ms_min']:.3f})"
                      f"{t['cpu_ms']:>8.3f} ({t['cpu_ms_min']:.3f})  {ratio:.2f}")
     return "\n".join(lines)
 
