@@ -183,7 +183,7 @@ def test_checkpoint_save_and_resume(boxes_dir, tmp_path):
     with (opts.out / "metrics.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
     assert train(opts) == []  # already at --epochs
-    assert not list(opts.out.glob("*.tmp"))
+    assert not list(opts.out.glob("*.tmp")) and not list(opts.out.glob("*.part"))
 
     # --init: fine-tuning starts from the given weights, and keeps their anchors when they fit the data
     tuned = TrainOptions(data=boxes_dir, out=tmp_path / "tuned", epochs=1, img_size=96, batch=2, nominal_batch=2,

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 from loguru import logger
 
+from emocam.argtypes import positive
 from emocam.config import Config
 from emocam.errors import EmoCamError
 from emocam.imageio import UnreadableImage, read_bgr
@@ -82,7 +83,7 @@ def register(sub, parents) -> None:
     c.add_argument("--labels", type=Path, required=True, metavar="CSV", help="CSV with columns file,label")
     c.add_argument("--classifier", help="classifier backend (default: classifier.name from config)")
     c.add_argument("--filter-prefix", metavar="P", help="only rows whose file starts with P (see above)")
-    c.add_argument("--limit", type=_positive, metavar="N", help="only the first N rows (after --filter-prefix)")
+    c.add_argument("--limit", type=positive, metavar="N", help="only the first N rows (after --filter-prefix)")
     c.add_argument("--plot", type=Path, metavar="PNG", help="draw the confusion matrix into this PNG")
     c.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
@@ -93,11 +94,11 @@ def register(sub, parents) -> None:
                    help="classifier backends, compared with the first (default: every registered one); NAME+mirror "
                         "times NAME with classifier.mirror on, e.g. mini-xception,repvgg-fer-int8+mirror")
     s.add_argument("--filter-prefix", metavar="P", help="only rows whose file starts with P")
-    s.add_argument("--limit", type=_positive, default=300, metavar="N",
+    s.add_argument("--limit", type=positive, default=300, metavar="N",
                    help="faces timed (the first N rows, default %(default)s)")
     s.add_argument("--threads", type=_counts, default=[1, 2], metavar="N,M",
                    help="torch thread counts to time at (default: 1,2)")
-    s.add_argument("--rounds", type=_positive, default=7, metavar="R", help="rounds per thread count (default 7)")
+    s.add_argument("--rounds", type=positive, default=7, metavar="R", help="rounds per thread count (default 7)")
     s.add_argument("--warmup", type=_count, default=50, metavar="N", help="untimed faces first (default 50)")
     s.add_argument("--json", action="store_true", help="print one JSON object to stdout")
 
@@ -112,7 +113,7 @@ def register(sub, parents) -> None:
                    help="faces shorter than PX count as ignore")
     d.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUES",
                    help="only --boxes rows with one of these values (or none) in COLUMN are faces (see above)")
-    d.add_argument("--as-height", type=_positive, metavar="H",
+    d.add_argument("--as-height", type=positive, metavar="H",
                    help="treat each image as a frame H pixels high, its boxes scaled with it (see above)")
     d.add_argument("--max-side", type=int, default=0, metavar="PX",
                    help="detect on a copy downscaled to at most PX on the longer side, as the live path does with "
@@ -121,7 +122,7 @@ def register(sub, parents) -> None:
     d.add_argument("--weights", metavar="FILE",
                    help="weights file for a detector with a `weights` option (e.g. yolov7-tiny), instead of the "
                         "configured one")
-    d.add_argument("--limit", type=_positive, metavar="N", help="only the first N images")
+    d.add_argument("--limit", type=positive, metavar="N", help="only the first N images")
     d.add_argument("--json", action="store_true", help="print one JSON object to stdout")
     p.set_defaults(func=run)
 
@@ -474,13 +475,6 @@ def _note_unreadable(unreadable: list[str], name: str, exc: Exception) -> None:
         logger.warning("more unreadable files; the report counts them all")
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
 def _count(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -497,7 +491,7 @@ def _names(text: str) -> list[str]:
 
 def _counts(text: str) -> list[int]:
     try:
-        return [_positive(n) for n in text.split(",")]
+        return [positive(n) for n in text.split(",")]
     except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError("expected counts of 1 or more, e.g. 1,2") from None
 

@@ -29,6 +29,7 @@ from emocam.errors import EmoCamError
 from emocam.evaluate.classification import classification_metrics
 from emocam.nets.repvgg_plus import (VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict,
                                      normalise_u8)
+from emocam.train.atomic import save_atomic
 from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces, save_npy
 
 HELP = """\
@@ -362,14 +363,6 @@ class Trainer:
             for row in self.recipe.history:
                 w.writerow({k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()})
         os.replace(tmp, self.out / "metrics.csv")
-
-
-def save_atomic(path: Path, payload) -> Path:
-    """torch.save through a .part file: a kill mid-write leaves the previous file intact."""
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
 
 
 @torch.no_grad()

@@ -24,9 +24,11 @@ import torch
 from loguru import logger
 from torch import nn
 
+from emocam.argtypes import positive
 from emocam.errors import EmoCamError
 from emocam.nets.yolov7_tiny import N_LANDMARKS, YOLOv7Tiny, build_from_state_dict
 from emocam.progress import progress
+from emocam.train.atomic import save_atomic
 from emocam.train.wider import LabelledImage, find_training_images
 from emocam.train.yolo_loss import LossWeights, YoloLoss, best_possible_recall, kmeans_anchors
 
@@ -250,12 +252,6 @@ def _optimizer(model: nn.Module, hyp: Hyper, decay: float) -> torch.optim.SGD:
     return opt
 
 
-def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: Path) -> dict:
     """A training checkpoint or weights file of this project (plain tensors and numbers: no pickled objects)."""
     try:
@@ -378,9 +374,9 @@ def train(opts: TrainOptions, hyp: Hyper | None = None) -> list[dict]:
                  "ema": ema.ema.state_dict(), "ema_updates": ema.updates, "optimizer": optimizer.state_dict(),
                  "scaler": scaler.state_dict(), "order_rng": order.get_state(), "img_size": opts.img_size,
                  "metrics": row}
-        _save_atomic(state, last)
-        _save_atomic({"format": "emocam-yolov7-tiny/1", "state_dict": ema.ema.state_dict(),
-                      "img_size": opts.img_size, "epochs": epoch + 1}, opts.out / "weights.pt")
+        save_atomic(last, state)
+        save_atomic(opts.out / "weights.pt", {"format": "emocam-yolov7-tiny/1", "state_dict": ema.ema.state_dict(),
+                                              "img_size": opts.img_size, "epochs": epoch + 1})
         _append_metrics(opts.out / "metrics.csv", row)
         logger.info(f"epoch {epoch + 1}/{opts.epochs}: loss {row['loss']:.4f} (box {mean[0]:.4f}, obj {mean[1]:.4f}"
                     f", landmarks {mean[3]:.4f}), {row['images_per_s']} images/s")
@@ -493,18 +489,18 @@ def register(sub, parents) -> None:
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, metavar="PATH", help="training data (see above)")
     p.add_argument("--init", type=Path, metavar="CKPT", help="start from these weights (fine-tuning)")
-    p.add_argument("--epochs", type=_positive, default=300, metavar="N", help="total epochs (default 300)")
+    p.add_argument("--epochs", type=positive, default=300, metavar="N", help="total epochs (default 300)")
     p.add_argument("--resume", action="store_true", help="continue OUT/last.pt up to --epochs")
     p.add_argument("--img-size", type=_multiple_of_32, default=640, metavar="N", help="training size (default 640)")
-    p.add_argument("--batch", type=_positive, default=16, metavar="N", help="images per step (default 16)")
-    p.add_argument("--nominal-batch", type=_positive, default=64, metavar="N",
+    p.add_argument("--batch", type=positive, default=16, metavar="N", help="images per step (default 16)")
+    p.add_argument("--nominal-batch", type=positive, default=64, metavar="N",
                    help="gradients are accumulated up to this many images per update (default 64, as yolov7)")
     p.add_argument("--landmarks", action="store_true", help="add the 5-landmark head (YOLO labels with points)")
     p.add_argument("--workers", type=int, default=min(4, max((os.cpu_count() or 1) - 1, 0)), metavar="N",
                    help="data loading processes")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--limit", type=_positive, metavar="N", help="only the first N images")
+    p.add_argument("--limit", type=positive, metavar="N", help="only the first N images")
     p.add_argument("--out", type=Path, default=Path("out/detector"), metavar="DIR",
                    help="checkpoints and metrics (default out/detector)")
     p.set_defaults(func=run)
@@ -523,15 +519,8 @@ def run(args: argparse.Namespace, cfg) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
-
-
 def _multiple_of_32(text: str) -> int:
-    value = _positive(text)
+    value = positive(text)
     if value % 32:
         raise argparse.ArgumentTypeError("must be a multiple of 32 (the largest stride)")
     return value

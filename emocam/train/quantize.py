@@ -11,7 +11,8 @@ import torch
 
 from emocam.errors import EmoCamError
 from emocam.nets import quantize
-from emocam.train.classifier import save_atomic, validation_scores
+from emocam.train.atomic import save_atomic
+from emocam.train.classifier import validation_scores
 from emocam.train.emotion_data import find_samples, labels_csv_samples, load_faces
 from emocam.weights import sha256_file
 

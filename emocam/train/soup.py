@@ -20,7 +20,8 @@ from loguru import logger
 
 from emocam.errors import EmoCamError
 from emocam.nets.repvgg_plus import VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict
-from emocam.train.classifier import recalibrate_bn, save_atomic, validation_scores
+from emocam.train.atomic import save_atomic
+from emocam.train.classifier import recalibrate_bn, validation_scores
 from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces
 
 HELP = """\
