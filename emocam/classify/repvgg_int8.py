@@ -1,7 +1,8 @@
-"""repvgg-fer in 8-bit integers on an x86 CPU: the same weights and crop as repvgg-fer, classified by an int8
+"""A RepVGG-Plus classifier in 8-bit integers on an x86 CPU: repvgg-fer's crop and loading, classified by an int8
 network whose activation ranges `emocam train quantize` measured on training faces (emocam/nets/quantize.py).
-A fraction of the CPU a face (`emocam eval speed`) for a small loss of accuracy (models/repvgg_fer.md). Explain
-maps come from the float model, as with repvgg-fer; their probabilities are the float model's too.
+Its default weights are fer-xl, wider than repvgg-fer's fer-xw, which int8 makes cheaper than mini-xception
+(`emocam eval speed`, models/repvgg_fer.md). Explain maps come from the float model, as with repvgg-fer; their
+probabilities are the float model's too.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from emocam.nets import quantize
 
 
 class RepVGGInt8Options(RepVGGOptions):
+    # fer-xl (fer-xw 1.5x as wide): more accurate, and in int8 still well under mini-xception's CPU a face
+    weights: str = "repvgg_fer_xl"
     # `emocam train quantize` output for these weights: a name in models/manifest.toml or a file.
-    calibration: str = "repvgg_fer_int8"
+    calibration: str = "repvgg_fer_xl_int8"
 
 
 @CLASSIFIERS.register("repvgg-fer-int8")
