@@ -20,7 +20,7 @@ from emocam.errors import ConfigError, WeightsError
 from emocam.evaluate.classification import classification_metrics
 from emocam.explain.explainer import Explainer
 from emocam.nets import quantize
-from emocam.nets.repvgg_plus import build_repvgg_plus, deploy_state_dict
+from emocam.nets.repvgg_plus import build_repvgg_plus, deploy_state_dict, normalise_u8
 from emocam.train.emotion_data import labels_csv_samples, load_faces
 from emocam.types import EMOTIONS, Face
 from emocam.weights import WeightStore
@@ -66,8 +66,7 @@ def test_8_bit_activations_on_a_vnni_cpu_do_not_overflow_and_follow_the_float_mo
 
     float32 = RepVGGClassifier(RepVGGOptions(), torch.device("cpu"), store)
     observers = torch.load(store.path("repvgg_fer_int8"), weights_only=True)["observers"]
-    x = torch.from_numpy(public_test.images).unsqueeze(1)
-    x = (x.float() / 255 - 0.5) * 2
+    x = normalise_u8(torch.from_numpy(public_test.images).unsqueeze(1))
     with torch.inference_mode():
         exact = float32.model(x)
     result = {}
