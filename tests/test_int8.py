@@ -84,6 +84,11 @@ def test_8_bit_activations_on_a_vnni_cpu_do_not_overflow_and_follow_the_float_mo
     assert result[True][1] > result[False][1]
 
 
+def test_a_torch_that_cannot_tell_vnni_keeps_7_bit_activations(monkeypatch):
+    monkeypatch.delattr(torch.cpu, "_is_vnni_supported", raising=False)
+    assert quantize.full_range() is False
+
+
 def test_explain_maps_and_their_probabilities_come_from_the_float_model(store, astronaut_bgr):
     int8 = RepVGGInt8Classifier(RepVGGInt8Options(), torch.device("cpu"), store)
     float32 = RepVGGClassifier(RepVGGOptions(weights="repvgg_fer_xl"), torch.device("cpu"), store)

@@ -66,7 +66,9 @@ def _engine():
 
 def full_range() -> bool:
     """Whether this CPU's int8 dot products accumulate in 32 bits (AVX512-VNNI), so 8-bit activations are safe."""
-    return bool(torch.cpu._is_vnni_supported())
+    # a private torch helper (torch >= 2.1): a torch without it gets the safe 7 bits
+    probe = getattr(torch.cpu, "_is_vnni_supported", None)
+    return bool(probe and probe())
 
 
 def qconfig_mapping(full: bool):
