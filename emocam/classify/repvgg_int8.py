@@ -66,6 +66,10 @@ def _load_calibration(ref: str, store, where: str) -> tuple[dict, str]:
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
         raise WeightsError(f"{where}: not a calibration file ({type(exc).__name__}); write one with "
                            "`emocam train quantize`") from None
-    if not isinstance(doc, dict) or doc.get("format") != quantize.FORMAT or not isinstance(doc.get("observers"), dict):
+    written = doc.get("format") if isinstance(doc, dict) else None
+    if isinstance(written, str) and written.startswith(quantize.FORMAT_FAMILY) and written != quantize.FORMAT:
+        raise WeightsError(f"{where}: measured for an earlier int8 graph ({written}; this EmoCam's is "
+                           f"{quantize.FORMAT}); measure it again with `emocam train quantize`")
+    if written != quantize.FORMAT or not isinstance(doc.get("observers"), dict):
         raise WeightsError(f"{where}: not a calibration file from `emocam train quantize`")
     return doc, sha

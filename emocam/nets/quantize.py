@@ -2,7 +2,7 @@
 
 A deploy-form RepVGG-Plus is a stack of 3x3 convolutions and ReLUs, the textbook case for int8: weights per
 output channel, activations per tensor with ranges measured once on training faces ("calibration"). Only those
-ranges are stored (the observers' state, ~280 KB); the float weights stay in their own file, so a calibration
+ranges are stored (the observers' state, ~150 KB); the float weights stay in their own file, so a calibration
 names the sha256 of the weights it was measured with.
 
 torch 2.13 marks this API (torch.ao FX quantization) deprecated for torchao's, which is not a dependency here;
@@ -20,7 +20,10 @@ import torch
 
 from emocam.nets.repvgg_plus import normalise_u8
 
-FORMAT = "emocam-repvgg-int8-v1"
+# v2: each conv followed by a ReLU is fused with it, so the observers sit after the ReLUs (v1's sat before them, on
+# ranges half spent on negatives): a v1 file does not fit the v2 graph and is measured again
+FORMAT = "emocam-repvgg-int8-v2"
+FORMAT_FAMILY = "emocam-repvgg-int8-"
 # torch's x86 recipe: per-channel symmetric weights, and 7-bit activation ranges ("reduce_range") so that CPUs
 # without VNNI, whose int8 dot products add pairs into 16 bits, cannot overflow. A CPU with VNNI adds into 32 bits
 # and gets the full 8 bits (full_range()): fer-xw agrees with its float model on 96.6 % of PublicTest instead of

@@ -100,7 +100,9 @@ class RepVGGPlusBlock(nn.Module):
         self.pointwise = ConvBN(cin, cout, 1, stride)
         self.identity = nn.BatchNorm2d(cout) if cin == cout and stride == 1 else None
         self.fused: nn.Conv2d | None = None
-        self.se = SqueezeExcite(cout) if se else nn.Identity()
+        # None rather than nn.Identity: int8 conversion fuses a conv with the ReLU only when no module sits between
+        # them, and only the fused conv quantizes its output after the ReLU, in all 8 bits (emocam/nets/quantize.py)
+        self.se = SqueezeExcite(cout) if se else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
@@ -109,7 +111,9 @@ class RepVGGPlusBlock(nn.Module):
             y = self.dense(x) + self.pointwise(x)
             if self.identity is not None:
                 y = y + self.identity(x)
-        return F.relu(self.se(y))
+        if self.se is not None:
+            y = self.se(y)
+        return F.relu(y)
 
     def fused_kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         kernel, bias = _fuse(self.dense.conv.weight, self.dense.bn)

@@ -20,7 +20,7 @@ HELP = """\
 --weights names repvgg-fer's weights as classifier.repvgg-fer.weights does (a name in models/manifest.toml or a
 deploy.pt of `emocam train classifier`). --faces training faces of --data (any layout `train classifier` reads),
 drawn with a fixed seed and without augmentation, go through the network once while each layer's activation range
-is recorded; OUT stores those ranges and the sha256 of the weights (~280 KB: a histogram per layer). Use it with
+is recorded; OUT stores those ranges and the sha256 of the weights (~150 KB: a histogram per layer). Use it with
   --set classifier.name=repvgg-fer-int8 --set classifier.repvgg-fer-int8.calibration=OUT
 (and classifier.repvgg-fer-int8.weights = the same weights). --val-labels scores the float and the int8 network
 on labelled faces (e.g. ../shared/data/eval/emotion/labels.csv with --val-filter-prefix fer2013_PublicTest_)."""
