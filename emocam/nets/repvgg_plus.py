@@ -46,8 +46,9 @@ VARIANTS: dict[str, RepVGGPlusConfig] = {
     "repvggplus-fer-xw": RepVGGPlusConfig(1, 48, 24, 1, (32, 64, 192, 384), (1, 2, 3, 1),
                                           se=(False, False, False, False, True), dropout=0.2),
     # fer-xw 1.5x as wide (2.2x its multiply-adds), sized for int8: 0.40 ms CPU a face against fer-xw's 0.24 ms
-    # (both int8 before conv+ReLU fusion, one thread; mini-xception 0.82 ms float). Without SE outside stage 4 it stays cheap in int8,
-    # where every SE gate is a round trip through float (fer-s, SE everywhere, ~2.2x fer-xw's work: 0.83 ms).
+    # (both int8 before conv+ReLU fusion, one thread; mini-xception 0.82 ms float). Without SE outside stage 4 it
+    # stays cheap in int8, where every SE gate is a round trip through float (fer-s, SE everywhere, ~2.2x fer-xw's
+    # work: 0.83 ms).
     "repvggplus-fer-xl": RepVGGPlusConfig(1, 48, 32, 1, (48, 96, 288, 576), (1, 2, 3, 1),
                                           se=(False, False, False, False, True), dropout=0.2),
     "repvggplus-fer-s": RepVGGPlusConfig(1, 48, 32, 1, (48, 96, 192, 384), (2, 3, 4, 1), dropout=0.3),
