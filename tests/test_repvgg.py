@@ -18,7 +18,7 @@ from emocam.evaluate.classification import classification_metrics
 from emocam.explain.explainer import Explainer
 from emocam.explain.options import ExplainConfig
 from emocam.nets.repvgg_plus import (VARIANTS, RepVGGPlusBlock, build_repvgg_plus, deploy_state_dict,
-                                     load_deployed, matching_variants, normalise_u8)
+                                     load_deploy_for_training, load_deployed, matching_variants, normalise_u8)
 from emocam.train.emotion_data import labels_csv_samples, load_faces
 from emocam.types import EMOTIONS, Face
 from emocam.weights import WeightStore, sha256_file
@@ -56,6 +56,24 @@ def test_deploy_form_equals_training_form(arch):
                for b in deployed.blocks)
     assert float((got - expected).abs().max()) < 1e-4
     assert [n for n, _ in model.conv_layers()] == [n for n, _ in deployed.conv_layers()]
+
+
+def test_deploy_weights_load_back_into_the_training_form():
+    """What lets a shipped model (deploy weights only) be fine-tuned: the training form computes the same."""
+    deployed = trained_looking("repvggplus-fer-xw", seed=3).reparameterize()
+    x = torch.randn(64, 1, 48, 48)
+    model = build_repvgg_plus("repvggplus-fer-xw")
+    load_deploy_for_training(model, deploy_state_dict(deployed), [x[:40], x[40:]])
+    with torch.no_grad():
+        expected = deployed(x)
+        torch.testing.assert_close(model.eval()(x), expected, atol=1e-4, rtol=1e-4)
+        model.train()
+        model.dropout.eval()
+        # batch statistics: on the very inputs they were measured on, the same as the deploy model
+        torch.testing.assert_close(model(x), expected, atol=1e-3, rtol=1e-3)
+    silent = [b.pointwise.bn.weight for b in model.blocks] + [b.identity.weight for b in model.blocks if b.identity]
+    assert all(float(w.detach().abs().max()) == 0 for w in silent)  # the extra branches start at zero
+    assert all(b.pointwise.conv.weight.abs().max() > 0 for b in model.blocks)
 
 
 def test_identity_branch_only_where_shapes_allow():

@@ -268,8 +268,15 @@ def test_best_epoch_export_and_init(faces, tmp_path):
     load_init(fresh, tmp_path / "best.pt")
     for key, value in torch.load(tmp_path / "best.pt", weights_only=True)["model"].items():
         assert torch.equal(fresh.state_dict()[key], value), key
-    with pytest.raises(EmoCamError, match="deploy"):
+    # deploy weights (all a shipped model has) start a fine-tune too: the same predictions in eval mode
+    images = torch.from_numpy(few.images)
+    from_deploy = build_repvgg_plus("repvggplus-fer-xs")
+    load_init(from_deploy, tmp_path / "deploy.pt", images)
+    assert (trainer.predict(few.images, from_deploy) == pred).all()
+    with pytest.raises(EmoCamError, match="need training faces"):
         load_init(build_repvgg_plus("repvggplus-fer-xs"), tmp_path / "deploy.pt")
+    with pytest.raises(EmoCamError, match="another variant"):
+        load_init(build_repvgg_plus("repvggplus-fer-xw"), tmp_path / "deploy.pt", images)
 
 
 def image_folder(fer_files, root, per_class: int):

@@ -10,6 +10,7 @@ maps come for free, as with mini-XCEPTION.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -178,6 +179,61 @@ class RepVGGPlus(nn.Module):
         for block in self.blocks:
             block.reparameterize()
         return self
+
+
+@torch.no_grad()
+def load_deploy_for_training(model: RepVGGPlus, deploy: dict[str, torch.Tensor], batches) -> None:
+    """Make the training-form `model` compute what these deploy weights compute, so that deploy weights (the only
+    form a shipped model has) can be fine-tuned. Each block's 3x3 branch takes the fused kernel, its batch norm the
+    statistics that kernel's output has on `batches` (normalised input tensors, e.g. unaugmented training faces)
+    with the scale and shift that undo them: in eval mode the block is exactly the deploy block, in training mode
+    (batch statistics) close to it. The 1x1 and identity branches start silent (scale 0) with their usual
+    initialisation, so that training can grow them back. Tensors of other shapes (a class head for another label
+    set) keep their fresh initialisation."""
+    own = model.state_dict()
+    model.load_state_dict({k: v.float() for k, v in deploy.items() if k in own and own[k].shape == v.shape},
+                          strict=False)
+    blocks = list(model.blocks)
+    for i, block in enumerate(blocks):
+        block.dense.conv.weight.copy_(deploy[f"blocks.{i}.fused.weight"].float())
+        norm = block.dense.bn
+        norm.reset_running_stats()  # mean 0, variance 1: with scale sqrt(1 + eps) the norm is a shift by the bias
+        norm.weight.fill_(math.sqrt(1 + norm.eps))
+        norm.bias.copy_(deploy[f"blocks.{i}.fused.bias"].float())
+        for silent in (block.pointwise.bn, block.identity):
+            if silent is not None:
+                silent.weight.zero_()
+                silent.bias.zero_()
+    sums: dict[int, tuple] = {}  # block -> (sum, sum of squares, count) of its 3x3 conv's outputs per channel
+
+    def record(i):
+        def hook(_module, _inputs, y):
+            y = y.double().transpose(0, 1).flatten(1)
+            total, squares, n = sums.get(i, (0.0, 0.0, 0))
+            sums[i] = (total + y.sum(1), squares + (y * y).sum(1), n + y.shape[1])
+        return hook
+
+    handles = [b.dense.conv.register_forward_hook(record(i)) for i, b in enumerate(blocks)]
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    if len(sums) != len(blocks):
+        raise ValueError("no input batches to measure the batch-norm statistics on")
+    for i, block in enumerate(blocks):
+        total, squares, n = sums[i]
+        mean = total / n
+        var = (squares / n - mean * mean).clamp_min(0)
+        norm = block.dense.bn
+        norm.running_mean.copy_(mean)
+        norm.running_var.copy_(var)
+        norm.weight.copy_(torch.sqrt(var + norm.eps))
+        norm.bias.add_(mean.to(norm.bias))
 
 
 def build_repvgg_plus(arch: str, num_classes: int = 7) -> RepVGGPlus:

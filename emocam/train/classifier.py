@@ -9,6 +9,7 @@ erasing per batch), which costs little beside the network itself.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import hashlib
 import json
@@ -28,7 +29,7 @@ from loguru import logger
 from emocam.errors import EmoCamError
 from emocam.evaluate.classification import classification_metrics
 from emocam.nets.repvgg_plus import (VARIANTS, RepVGGPlus, build_repvgg_plus, deploy_state_dict,
-                                     normalise_u8)
+                                     load_deploy_for_training, normalise_u8)
 from emocam.train.atomic import save_atomic
 from emocam.train.emotion_data import FaceArrays, find_samples, labels_csv_samples, load_faces, save_npy
 
@@ -467,14 +468,25 @@ def build_teacher(cfg, name: str):
     return build_classifier(cfg, "repvgg-fer", options)
 
 
-def load_init(model: RepVGGPlus, path: Path) -> None:
-    """Fine-tuning start: training-form weights (last.pt, best.pt or a bare state_dict). A class head of another
-    size (another label set) is left at its fresh initialisation."""
+def load_init(model: RepVGGPlus, path: Path, faces: torch.Tensor | None = None) -> None:
+    """Fine-tuning start: training-form weights (last.pt, best.pt, soup.pt or a bare state_dict), or deploy weights
+    (deploy.pt, a shipped models/*.pth), whose batch norms are then measured on `faces` ((N, S, S) uint8 on the
+    model's device). A class head of another size (another label set) is left at its fresh initialisation."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("model", state)
     own = model.state_dict()
     if any(k.endswith("fused.weight") for k in state):
-        raise EmoCamError(f"{path}: deploy (reparameterised) weights cannot be fine-tuned; use best.pt or last.pt")
+        deployed = copy.deepcopy(model).eval().reparameterize().state_dict()
+        mismatch = sorted(set(deployed) ^ set(state)) + [
+            k for k, v in deployed.items() if k in state and state[k].shape != v.shape and not k.startswith("classifier.")]
+        if mismatch:
+            raise EmoCamError(f"{path}: deploy weights of another variant than {model.config} (at {mismatch[0]})")
+        if faces is None or not len(faces):
+            raise EmoCamError(f"{path}: deploy weights need training faces to start from")
+        batches = (normalise_unit(faces[i:i + 256].unsqueeze(1).float().div_(255.0)).contiguous(
+            memory_format=torch.channels_last) for i in range(0, len(faces), 256))
+        load_deploy_for_training(model, state, batches)
+        return
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in keep and not k.startswith("classifier.")]
     if missing:
@@ -505,7 +517,9 @@ def register(sub, parents) -> None:
                    help="stop after epoch N, e.g. at the end of a session; continue later with --resume")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="fresh runs: as many epochs as fit in SECONDS (at most --epochs), judged by the first one")
-    p.add_argument("--init", type=Path, metavar="CKPT", help="start from these training-form weights (fine-tuning)")
+    p.add_argument("--init", type=Path, metavar="CKPT",
+                   help="start from these weights (fine-tuning): training form (last.pt, best.pt, soup.pt) or "
+                        "deploy form (deploy.pt, models/repvgg_fer_xl.pth)")
     p.add_argument("--val-labels", type=Path, metavar="CSV", help="file,label CSV that picks the best epoch")
     p.add_argument("--val-filter-prefix", metavar="P", help="only validation rows whose file name starts with P")
     p.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N")
@@ -596,7 +610,8 @@ def run(args: argparse.Namespace, cfg=None) -> int:
     if state is not None:
         trainer.load_state(state)
     elif args.init:
-        load_init(trainer.model, args.init)
+        faces = trainer.calibration if len(trainer.calibration) else trainer.images[:8192]
+        load_init(trainer.model, args.init, faces)  # faces: for deploy weights, whose batch norms are measured
     if args.time_budget is not None and (state is not None or args.time_budget <= 0):
         raise EmoCamError("--time-budget: a positive number of seconds, for a fresh run (not with --resume)")
     print_json(trainer.fit(args.until_epoch, args.time_budget))
