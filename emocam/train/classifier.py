@@ -477,10 +477,12 @@ def load_init(model: RepVGGPlus, path: Path, faces: torch.Tensor | None = None) 
     own = model.state_dict()
     if any(k.endswith("fused.weight") for k in state):
         deployed = copy.deepcopy(model).eval().reparameterize().state_dict()
-        mismatch = sorted(set(deployed) ^ set(state)) + [
-            k for k, v in deployed.items() if k in state and state[k].shape != v.shape and not k.startswith("classifier.")]
+        # a class head of another size is allowed (another label set); anything else must match
+        mismatch = sorted(set(deployed) ^ set(state)) + [k for k, v in deployed.items() if k in state and (
+            state[k].shape != v.shape and not k.startswith("classifier."))]
         if mismatch:
-            raise EmoCamError(f"{path}: deploy weights of another variant than {model.config} (at {mismatch[0]})")
+            raise EmoCamError(f"{path}: deploy weights of another variant than --arch (first difference: "
+                              f"{mismatch[0]})")
         if faces is None or not len(faces):
             raise EmoCamError(f"{path}: deploy weights need training faces to start from")
         batches = (normalise_unit(faces[i:i + 256].unsqueeze(1).float().div_(255.0)).contiguous(
