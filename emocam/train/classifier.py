@@ -101,12 +101,18 @@ def recalibrate_bn(model: torch.nn.Module, images: torch.Tensor, batch: int = 25
     for m in model.modules():  # dropout would draw from the training run's random stream (and no BN follows it)
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.eval()
-    for i in range(0, len(images), batch):
-        x = normalise_unit(images[i:i + batch].unsqueeze(1).float().div_(255.0))
-        model(x.contiguous(memory_format=torch.channels_last))
+    for x in face_batches(images, batch):
+        model(x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
+
+
+def face_batches(images: torch.Tensor, batch: int = 256):
+    """(N, S, S) uint8 faces as the network's unaugmented input, `batch` at a time (channels_last)."""
+    for i in range(0, len(images), batch):
+        x = normalise_unit(images[i:i + batch].unsqueeze(1).float().div_(255.0))
+        yield x.contiguous(memory_format=torch.channels_last)
 
 
 # ---- augmentation ------------------------------------------------------------------------------------------------
@@ -485,9 +491,7 @@ def load_init(model: RepVGGPlus, path: Path, faces: torch.Tensor | None = None) 
                               f"{mismatch[0]})")
         if faces is None or not len(faces):
             raise EmoCamError(f"{path}: deploy weights need training faces to start from")
-        batches = (normalise_unit(faces[i:i + 256].unsqueeze(1).float().div_(255.0)).contiguous(
-            memory_format=torch.channels_last) for i in range(0, len(faces), 256))
-        load_deploy_for_training(model, state, batches)
+        load_deploy_for_training(model, state, face_batches(faces))
         return
     keep = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in keep and not k.startswith("classifier.")]
